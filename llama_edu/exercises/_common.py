@@ -1,0 +1,55 @@
+"""Shared helpers for exercise checks: call the learner's code, compare, explain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def passed(message: str) -> None:
+    """The one line a check prints when everything is right."""
+    print(f"✔ {message}")
+
+
+def expect(condition: bool, message: str) -> None:
+    """Fail with `message` (what was expected, what came back, the likely mistake)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def call(fn: Callable, *args, what: str, **kwargs):
+    """Run the learner's function; turn a crash into feedback instead of a traceback."""
+    if not callable(fn):
+        raise AssertionError(f"{what}: expected a function, got {type(fn).__name__}")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise AssertionError(f"{what} is not written yet: replace `raise NotImplementedError()` "
+                             "with your code") from None
+    except Exception as error:  # the learner's bug, reported in words
+        raise AssertionError(f"{what} raised {type(error).__name__}: {error}") from None
+
+
+def expect_tensor(actual, expected: torch.Tensor, what: str, hint: str = "",
+                  atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    """Type, shape, dtype kind and values of a tensor, each with its own message."""
+    if not isinstance(actual, torch.Tensor):
+        raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise AssertionError(f"{what} returned shape {tuple(actual.shape)}, expected "
+                             f"{tuple(expected.shape)}" + (f". {hint}" if hint else ""))
+    if expected.dtype == torch.bool:
+        if actual.dtype != torch.bool:
+            raise AssertionError(f"{what} should return a bool tensor, got {actual.dtype}")
+        wrong = int((actual != expected).sum())
+        expect(wrong == 0, f"{what}: {wrong} of {expected.numel()} entries are wrong"
+               + (f". {hint}" if hint else ""))
+        return
+    actual = actual.detach().to(torch.float64)
+    expected = expected.detach().to(torch.float64)
+    if not torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=False):
+        diff = (actual - expected).abs()
+        diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
+        raise AssertionError(f"{what} is off by up to {float(diff.max()):.3g} "
+                             f"(tolerance {atol:g})" + (f". {hint}" if hint else ""))

@@ -1,0 +1,135 @@
+"""Plot helpers with one look for the whole course, and the Llama 2 block diagram.
+
+Every lesson shows `block_diagram(highlight=...)` with its own piece lit up.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from html import escape
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+WIDTH = 9.0                  # inches: fills a notebook column at 100 dpi without scrolling
+HEATMAP_CMAP = "viridis"     # perceptually uniform, for magnitudes
+DIVERGING_CMAP = "RdBu_r"    # for signed values centred on zero
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+
+
+def figure(ncols: int = 1, nrows: int = 1, height: float = 3.6, **kwargs):
+    """A figure sized for a notebook column: `fig, axes = viz.figure(2)`."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, height * nrows),
+                             layout="constrained", **kwargs)
+    return fig, axes
+
+
+def label(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """Every plot gets a title and labelled axes (with units where there are some)."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def heatmap(ax, data, title: str, xlabel: str, ylabel: str, cmap: str | None = None,
+            colorbar: bool = True, center: bool = False, xticklabels=None, yticklabels=None):
+    """A labelled heatmap of a 2-D array; `center=True` uses a diverging map around 0."""
+    data = np.asarray(data.detach().cpu() if hasattr(data, "detach") else data, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-D array, got shape {data.shape}")
+    kwargs = {}
+    if center:
+        bound = np.nanmax(np.abs(data[np.isfinite(data)])) if np.isfinite(data).any() else 1.0
+        kwargs = {"vmin": -bound, "vmax": bound}
+    image = ax.imshow(data, cmap=cmap or (DIVERGING_CMAP if center else HEATMAP_CMAP),
+                      aspect="auto", interpolation="nearest", **kwargs)
+    label(ax, title, xlabel, ylabel)
+    if xticklabels is not None:
+        ax.set_xticks(range(len(xticklabels)), xticklabels, rotation=90)
+    if yticklabels is not None:
+        ax.set_yticks(range(len(yticklabels)), yticklabels)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, shrink=0.85)
+    return image
+
+
+def to_png(fig, dpi: int = 90) -> bytes:
+    """Render a figure to PNG bytes (used by the widgets' static fallback)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# The Llama 2 block diagram, drawn as SVG. Each part has a key a lesson can highlight.
+
+_PARTS = [  # key, label, (x, y, width, height)
+    ("tokenizer", "Tokenizer: BPE, 32,000 pieces", (40, 20, 260, 34)),
+    ("embedding", "Token embedding", (40, 74, 260, 34)),
+    ("rmsnorm", "RMSNorm", (70, 150, 200, 30)),
+    ("attention", "Self-attention (GQA)", (70, 196, 200, 40)),
+    ("rope", "RoPE on q, k", (290, 190, 120, 26)),
+    ("kv_cache", "KV cache", (290, 222, 120, 26)),
+    ("flash", "Tiled softmax", (290, 254, 120, 26)),
+    ("rmsnorm2", "RMSNorm", (70, 262, 200, 30)),
+    ("swiglu", "SwiGLU FFN", (70, 308, 200, 40)),
+    ("final_norm", "RMSNorm", (40, 400, 260, 30)),
+    ("lm_head", "Linear: logits over the vocabulary", (40, 446, 260, 34)),
+    ("sampling", "Softmax and sampling", (40, 498, 260, 34)),
+]
+_ALIASES = {"norm": ("rmsnorm", "rmsnorm2", "final_norm"), "rmsnorm": ("rmsnorm", "rmsnorm2",
+            "final_norm"), "mask": ("attention",), "gqa": ("attention", "kv_cache"),
+            "parallel": ("attention", "swiglu"), "loss": ("lm_head", "sampling")}
+DIAGRAM_KEYS = sorted({key for key, _, _ in _PARTS} | set(_ALIASES))
+
+
+def block_diagram_svg(highlight: str | Iterable[str] | None = None) -> str:
+    """SVG text of Llama 2's structure with the named parts highlighted.
+
+    Keys: tokenizer, embedding, rmsnorm (every norm), attention, rope, kv_cache, flash,
+    swiglu, final_norm, lm_head, sampling, and the groups mask, gqa, parallel, loss.
+    """
+    names = [highlight] if isinstance(highlight, str) else list(highlight or [])
+    lit: set[str] = set()
+    for name in names:
+        if name not in DIAGRAM_KEYS:
+            raise ValueError(f"unknown diagram part {name!r}; choose from {DIAGRAM_KEYS}")
+        lit.update(_ALIASES.get(name, (name,)))
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="440" height="560" '
+           'viewBox="0 0 440 560" font-family="DejaVu Sans, Arial, sans-serif" font-size="13">',
+           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+           'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker>'
+           '</defs>',
+           '<rect x="55" y="128" width="370" height="240" rx="10" fill="#f6f6f6" '
+           'stroke="#999" stroke-dasharray="5,4"/>',
+           '<text x="62" y="362" fill="#555">N decoder layers (32 in Llama-2-7B)</text>']
+    arrows = [(170, 54, 170, 74), (170, 108, 170, 150), (170, 180, 170, 196),
+              (170, 236, 170, 262), (170, 292, 170, 308), (170, 348, 170, 400),
+              (170, 430, 170, 446), (170, 480, 170, 498)]
+    for x1, y1, x2, y2 in arrows:
+        out.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#555" '
+                   'stroke-width="1.5" marker-end="url(#arrow)"/>')
+    # residual connections around attention and the FFN
+    out.append('<path d="M170,138 H62 V252 H160" fill="none" stroke="#888" '
+               'stroke-width="1.2" marker-end="url(#arrow)"/>')
+    out.append('<path d="M170,254 H62 V380 H160" fill="none" stroke="#888" '
+               'stroke-width="1.2" marker-end="url(#arrow)"/>')
+    out.append('<text x="64" y="248" fill="#888" font-size="11">+</text>')
+    out.append('<text x="64" y="376" fill="#888" font-size="11">+</text>')
+    for key, text, (x, y, w, h) in _PARTS:
+        on = key in lit
+        fill, stroke, weight = ("#ffd24d", "#b8860b", "bold") if on else ("#ffffff", "#666", "normal")
+        out.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" fill="{fill}" '
+                   f'stroke="{stroke}" stroke-width="{2.5 if on else 1.2}"><title>{key}</title></rect>')
+        out.append(f'<text x="{x + w / 2}" y="{y + h / 2 + 4.5}" text-anchor="middle" '
+                   f'font-weight="{weight}">{escape(text)}</text>')
+    out.append('</svg>')
+    return "\n".join(out)
+
+
+def block_diagram(highlight: str | Iterable[str] | None = None):
+    """The diagram as an object that Jupyter displays: `viz.block_diagram("rope")`."""
+    from IPython.display import SVG
+
+    return SVG(block_diagram_svg(highlight))

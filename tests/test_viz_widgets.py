@@ -1,0 +1,59 @@
+"""The shared plotting look and the Explorer pattern (redraw on change, static fallback)."""
+
+import base64
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pytest
+
+from llama_edu import viz
+from llama_edu.widgets import Explorer
+
+
+def _draw(scale):
+    fig, ax = viz.figure()
+    ax.plot([0, 1], [0, scale])
+    viz.label(ax, f"scale {scale}", "x", "y")
+    return fig
+
+
+def test_explorer_redraws_when_a_control_moves_and_carries_a_static_png():
+    slider = widgets.IntSlider(value=1, min=0, max=5)
+    explorer = Explorer(_draw, {"scale": slider}, title="test")
+    first = bytes(explorer.image.value)
+    assert first.startswith(b"\x89PNG") and explorer.redraws == 1
+    slider.value = 4
+    assert explorer.redraws == 2 and bytes(explorer.image.value) != first
+    bundle = explorer._repr_mimebundle_()
+    assert base64.b64decode(bundle["image/png"]) == bytes(explorer.image.value)
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert plt.get_fignums() == []  # figures are closed after rendering
+
+
+def test_explorer_shows_a_failing_draw_inside_the_widget():
+    def broken(scale):
+        raise RuntimeError("boom")
+    explorer = Explorer(broken, {"scale": widgets.IntSlider()})
+    assert explorer.redraws == 0 and bytes(explorer.image.value) == b""
+
+
+def test_explorer_rejects_bad_controls():
+    with pytest.raises(ValueError, match="at least one control"):
+        Explorer(_draw, {})
+    with pytest.raises(TypeError, match="must be an ipywidgets control"):
+        Explorer(_draw, {"scale": widgets.HTML})  # the class, not an instance
+
+
+def test_block_diagram_highlights_and_rejects_unknown_parts():
+    svg = viz.block_diagram_svg("rope")
+    assert svg.startswith("<svg") and svg.count("#ffd24d") == 1
+    assert viz.block_diagram_svg("norm").count("#ffd24d") == 3
+    with pytest.raises(ValueError, match="unknown diagram part"):
+        viz.block_diagram_svg("moe")
+
+
+def test_heatmap_is_labelled():
+    fig, ax = viz.figure()
+    viz.heatmap(ax, [[0, 1], [2, 3]], "t", "key position", "query position")
+    assert ax.get_xlabel() == "key position" and ax.get_title() == "t"
+    plt.close(fig)
