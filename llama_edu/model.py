@@ -298,7 +298,8 @@ def count_parameters(model_or_config: nn.Module | LlamaConfig) -> int:
         with torch.device("meta"):
             model_or_config = Llama(model_or_config)
     if not isinstance(model_or_config, nn.Module):
-        raise TypeError(f"expected a LlamaConfig or nn.Module, got {type(model_or_config).__name__}")
+        raise TypeError("expected a LlamaConfig or nn.Module, got "
+                        f"{type(model_or_config).__name__}")
     return sum(p.numel() for p in model_or_config.parameters())
 
 

@@ -86,7 +86,8 @@ class RotaryEmbedding(nn.Module):
         return cos[position_ids], sin[position_ids]
 
     def extra_repr(self) -> str:
-        return f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, theta={self.rope_theta:g}"
+        return (f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, "
+                f"theta={self.rope_theta:g}")
 
 
 def sinusoidal(seq_len: int, dim: int, base: float = 10_000.0) -> Tensor:

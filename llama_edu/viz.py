@@ -119,9 +119,10 @@ def block_diagram_svg(highlight: str | Iterable[str] | None = None) -> str:
     out.append('<text x="64" y="376" fill="#888" font-size="11">+</text>')
     for key, text, (x, y, w, h) in _PARTS:
         on = key in lit
-        fill, stroke, weight = ("#ffd24d", "#b8860b", "bold") if on else ("#ffffff", "#666", "normal")
+        fill, stroke, weight, width = (("#ffd24d", "#b8860b", "bold", 2.5) if on
+                                       else ("#ffffff", "#666", "normal", 1.2))
         out.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6" fill="{fill}" '
-                   f'stroke="{stroke}" stroke-width="{2.5 if on else 1.2}"><title>{key}</title></rect>')
+                   f'stroke="{stroke}" stroke-width="{width}"><title>{key}</title></rect>')
         out.append(f'<text x="{x + w / 2}" y="{y + h / 2 + 4.5}" text-anchor="middle" '
                    f'font-weight="{weight}">{escape(text)}</text>')
     out.append('</svg>')
