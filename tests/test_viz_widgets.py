@@ -57,3 +57,12 @@ def test_heatmap_is_labelled():
     viz.heatmap(ax, [[0, 1], [2, 3]], "t", "key position", "query position")
     assert ax.get_xlabel() == "key position" and ax.get_title() == "t"
     plt.close(fig)
+
+
+def test_shipped_block_diagram_is_the_generated_one():
+    from pathlib import Path
+
+    shipped = Path(__file__).parent.parent / "assets" / "llama2_block.svg"
+    assert shipped.read_text(encoding="utf-8") == viz.block_diagram_svg(), (
+        "assets/llama2_block.svg is stale: regenerate it with "
+        "viz.block_diagram_svg() and save it as UTF-8")
