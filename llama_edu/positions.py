@@ -1,14 +1,20 @@
-"""Position information: rotary embeddings (lesson 02).
+"""Position information: sinusoidal, rotary (RoPE) and ALiBi (lesson 02).
 
-RoPE rotates each pair of query/key features by an angle proportional to the position:
-    theta_i = rope_theta ** (-2i / head_dim),   angle(m, i) = m * theta_i
-so that q_m . k_n depends only on the offset m - n  (Su et al., 2021, "RoFormer").
+Sinusoidal (Vaswani et al., 2017), added to the token embeddings once:
+    PE[m, 2i] = sin(m * w_i),  PE[m, 2i+1] = cos(m * w_i),   w_i = base ** (-2i / dim)
+RoPE (Su et al., 2021, "RoFormer"), applied to q and k in every layer: pair i of a head is
+rotated by the angle m * theta_i, theta_i = rope_theta ** (-2i / head_dim), so that
+    <R(m) q, R(n) k> = <q, R(n - m) k>   depends only on the offset n - m.
+ALiBi (Press et al., 2022, "Train Short, Test Long"): no embedding at all; head h adds
+-slope_h * (i - j) to the attention score of query i and key j.
 
-Two equivalent layouts exist for the pairs:
-- half-split (HF checkpoints): feature i pairs with feature i + head_dim/2;
-- interleaved (Meta's reference code): feature 2i pairs with feature 2i + 1.
-This module uses the half-split layout with precomputed cos/sin tables (real arithmetic,
-so it also runs on MPS).
+RoPE comes in two layouts that pair different features of a head:
+- half-split (HF checkpoints, this module's default): feature i pairs with i + head_dim/2,
+  computed with real cos/sin tables, so it also runs on Apple's MPS (no complex dtypes);
+- interleaved (Meta's reference code): feature 2i pairs with 2i + 1, each pair read as a
+  complex number and multiplied by e^(i m theta_i) (`rope_freqs_cis`, `apply_rope_complex`).
+The two give the same attention once the rows of the q/k projection weights are permuted
+(`interleaved_to_half_split`, the permutation every Meta-to-HF converter applies).
 """
 
 from __future__ import annotations
@@ -16,21 +22,42 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# ---------------------------------------------------------------------------------------
+# Frequencies
+
+
+def _inverse_frequencies(dim: int, base: float) -> Tensor:
+    """base ** (-2i / dim) for i in [0, dim/2).   -> (dim // 2,) fp32"""
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    return 1.0 / (base ** exponents)
+
 
 def rope_inv_freq(head_dim: int, rope_theta: float = 10_000.0) -> Tensor:
-    """theta_i = rope_theta ** (-2i / head_dim) for i in [0, head_dim/2).   -> (head_dim // 2,)"""
-    if head_dim <= 0 or head_dim % 2:
-        raise ValueError(f"RoPE needs an even, positive head_dim, got {head_dim}; "
+    """theta_i = rope_theta ** (-2i / head_dim) for i in [0, head_dim/2).   -> (head_dim // 2,)
+
+    rope_theta is 10,000 in Llama 1 and 2 and 500,000 in Llama 3 (slower rotations, for
+    longer contexts).
+    """
+    if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"RoPE needs an even, positive head_dim, got {head_dim!r}; "
                          "pick dim and n_heads so that dim // n_heads is even")
     if rope_theta <= 0:
         raise ValueError(f"rope_theta must be positive, got {rope_theta}")
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
-    return 1.0 / (rope_theta ** exponents)
+    return _inverse_frequencies(head_dim, rope_theta)
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE, half-split layout with real arithmetic (HF checkpoints; the model uses this one)
 
 
 def rope_cos_sin(seq_len: int, head_dim: int, rope_theta: float = 10_000.0,
                  device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """cos and sin tables in the half-split layout.   -> two (seq_len, head_dim) fp32 tensors"""
+    """cos and sin tables in the half-split layout.   -> two (seq_len, head_dim) fp32 tensors
+
+    Column j and j + head_dim/2 both hold the angle m * theta_j of pair j.
+    """
+    if seq_len < 0:
+        raise ValueError(f"seq_len must be non-negative, got {seq_len}")
     inv_freq = rope_inv_freq(head_dim, rope_theta).to(device)
     positions = torch.arange(seq_len, device=device, dtype=torch.int64).float()
     angles = torch.outer(positions, inv_freq)              # (seq_len, head_dim/2)
@@ -44,13 +71,26 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
+def _check_rope_input(x: Tensor, table_len: int, table_dim: int, what: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"RoPE expects x of shape (batch, seq, n_heads, head_dim), got "
+                         f"{tuple(x.shape)}")
+    if x.shape[-1] != table_dim:
+        raise ValueError(f"x has head_dim {x.shape[-1]} but the {what} is for head_dim "
+                         f"{table_dim}; build the table with the model's head_dim")
+    if x.shape[1] != table_len:
+        raise ValueError(f"x has {x.shape[1]} positions but the {what} has {table_len} rows; "
+                         "slice the table to the positions of x (table[start:start + seq])")
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate x by the angles in cos/sin (half-split layout).
 
+    x' = x * cos + rotate_half(x) * sin, i.e. for pair (a, b) = (x_j, x_{j + head_dim/2}):
+    a' = a cos - b sin,  b' = a sin + b cos.
     x: (batch, seq, n_heads, head_dim); cos, sin: (seq, head_dim) or (batch, seq, head_dim).
     """
-    if x.shape[-1] != cos.shape[-1]:
-        raise ValueError(f"x has head_dim {x.shape[-1]} but the RoPE table has {cos.shape[-1]}")
+    _check_rope_input(x, cos.shape[-2], cos.shape[-1], "cos/sin table")
     cos = cos.unsqueeze(-2).to(x.dtype)                    # (..., seq, 1, head_dim)
     sin = sin.unsqueeze(-2).to(x.dtype)
     return x * cos + rotate_half(x) * sin
@@ -66,6 +106,8 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_seq_len: int, rope_theta: float = 10_000.0):
         super().__init__()
         rope_inv_freq(head_dim, rope_theta)  # validates head_dim and rope_theta now
+        if not isinstance(max_seq_len, int) or max_seq_len <= 0:
+            raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
         self.head_dim, self.max_seq_len, self.rope_theta = head_dim, max_seq_len, rope_theta
         self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
@@ -78,10 +120,16 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, position_ids: Tensor) -> tuple[Tensor, Tensor]:
         """position_ids: (seq,) or (batch, seq) integers -> cos, sin of shape (..., head_dim)."""
-        if position_ids.numel() and int(position_ids.max()) >= self.max_seq_len:
-            raise ValueError(
-                f"position {int(position_ids.max())} is beyond the RoPE table of "
-                f"max_seq_len={self.max_seq_len}; raise max_seq_len in the config")
+        if position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool:
+            raise TypeError(f"position_ids must be integers, got dtype {position_ids.dtype}")
+        if position_ids.numel():
+            low, high = int(position_ids.min()), int(position_ids.max())
+            if high >= self.max_seq_len:
+                raise ValueError(
+                    f"position {high} is beyond the RoPE table of "
+                    f"max_seq_len={self.max_seq_len}; raise max_seq_len in the config")
+            if low < 0:
+                raise ValueError(f"positions must be non-negative, got {low}")
         cos, sin = self.tables(position_ids.device)
         return cos[position_ids], sin[position_ids]
 
@@ -90,31 +138,117 @@ class RotaryEmbedding(nn.Module):
                 f"theta={self.rope_theta:g}")
 
 
+# ---------------------------------------------------------------------------------------
+# RoPE, interleaved layout with complex numbers (Meta's reference code)
+
+
+def rope_freqs_cis(seq_len: int, head_dim: int, rope_theta: float = 10_000.0,
+                   device: torch.device | str | None = None) -> Tensor:
+    """e^(i m theta_j) for every position m and pair j (Meta's `precompute_freqs_cis`).
+
+    -> (seq_len, head_dim // 2) complex64. Complex dtypes are not supported on MPS; use
+    `rope_cos_sin` there.
+    """
+    if seq_len < 0:
+        raise ValueError(f"seq_len must be non-negative, got {seq_len}")
+    inv_freq = rope_inv_freq(head_dim, rope_theta).to(device)
+    positions = torch.arange(seq_len, device=device, dtype=torch.int64).float()
+    angles = torch.outer(positions, inv_freq)              # (seq_len, head_dim/2)
+    return torch.polar(torch.ones_like(angles), angles)    # cos + i sin
+
+
+def apply_rope_complex(x: Tensor, freqs_cis: Tensor) -> Tensor:
+    """Rotate x in the interleaved layout: pair (x_2j, x_2j+1) is the complex number
+    x_2j + i x_2j+1, multiplied by e^(i m theta_j).
+
+    x: (batch, seq, n_heads, head_dim); freqs_cis: (seq, head_dim/2) complex.
+    -> same shape and dtype as x
+    """
+    _check_rope_input(x, freqs_cis.shape[-2], 2 * freqs_cis.shape[-1], "freqs_cis table")
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (b, s, h, hd/2)
+    rotated = pairs * freqs_cis.unsqueeze(-2)              # broadcast over the heads
+    return torch.view_as_real(rotated).flatten(-2).type_as(x)  # (b, s, h, head_dim)
+
+
+# ---------------------------------------------------------------------------------------
+# Converting q/k projection weights between the two layouts
+
+
+def _permute_rows(weight: Tensor, n_heads: int, from_interleaved: bool) -> Tensor:
+    """Each head's rows viewed as a (head_dim/2, 2) grid (interleaved) or a (2, head_dim/2)
+    grid (half-split) and transposed to the other one."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() not in (1, 2):
+        raise ValueError("weight must be (n_heads * head_dim, dim) or a 1-D bias, got shape "
+                         f"{tuple(weight.shape)}")
+    if not isinstance(n_heads, int) or n_heads <= 0:
+        raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")
+    rows = weight.shape[0]
+    if rows % (2 * n_heads):
+        raise ValueError(f"weight has {rows} rows, which is not n_heads ({n_heads}) times an "
+                         "even head_dim; for k_proj pass n_kv_heads, not n_heads")
+    half = rows // n_heads // 2
+    grid = (half, 2) if from_interleaved else (2, half)
+    return (weight.reshape(n_heads, *grid, *weight.shape[1:])  # (heads, a, b, dim)
+            .transpose(1, 2)                                  # (heads, b, a, dim)
+            .reshape(weight.shape))
+
+
+def interleaved_to_half_split(weight: Tensor, n_heads: int) -> Tensor:
+    """Meta -> HF: reorder each head's rows from (x0, x1, x2, x3, ...) pairs (2j, 2j+1) to
+    pairs (j, j + head_dim/2), so that half-split RoPE on the new q/k equals interleaved
+    RoPE on the old ones (up to the same reordering, which q . k does not see).
+
+    weight: (n_heads * head_dim, dim) rows of q_proj (n_heads) or k_proj (n_kv_heads); a
+    1-D bias of length n_heads * head_dim works too.   -> same shape
+    """
+    return _permute_rows(weight, n_heads, from_interleaved=True)
+
+
+def half_split_to_interleaved(weight: Tensor, n_heads: int) -> Tensor:
+    """HF -> Meta: the inverse of `interleaved_to_half_split`.   -> same shape"""
+    return _permute_rows(weight, n_heads, from_interleaved=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Sinusoidal absolute encodings
+
+
 def sinusoidal(seq_len: int, dim: int, base: float = 10_000.0) -> Tensor:
     """Absolute encodings of the original Transformer (Vaswani et al., 2017).
 
     PE[pos, 2i] = sin(pos / base^(2i/dim)),  PE[pos, 2i+1] = cos(pos / base^(2i/dim)).
     -> (seq_len, dim)
     """
-    if dim <= 0 or dim % 2:
-        raise ValueError(f"sinusoidal encodings need an even, positive dim, got {dim}")
+    if not isinstance(dim, int) or dim <= 0 or dim % 2:
+        raise ValueError(f"sinusoidal encodings need an even, positive dim, got {dim!r}")
     if seq_len < 0:
         raise ValueError(f"seq_len must be non-negative, got {seq_len}")
-    inv_freq = rope_inv_freq(dim, base)                       # (dim/2,)
-    angles = torch.outer(torch.arange(seq_len).float(), inv_freq)
+    if base <= 0:
+        raise ValueError(f"base must be positive, got {base}")
+    inv_freq = _inverse_frequencies(dim, base)                # (dim/2,)
+    angles = torch.outer(torch.arange(seq_len).float(), inv_freq)  # (seq_len, dim/2)
     encoding = torch.empty(seq_len, dim)
     encoding[:, 0::2] = angles.sin()
     encoding[:, 1::2] = angles.cos()
     return encoding
 
 
+# ---------------------------------------------------------------------------------------
+# ALiBi
+
+
 def alibi_slopes(n_heads: int) -> Tensor:
     """Per-head ALiBi slopes (Press et al., 2022).
 
-    For n heads a power of two: 2^(-8/n), 2^(-16/n), ..., 2^(-8). Otherwise the slopes of
-    the nearest lower power of two, then every other slope of the next power of two.
-    -> (n_heads,)
+    For n heads a power of two: the geometric sequence 2^(-8/n), 2^(-16/n), ..., 2^(-8)
+    (8 heads: 1/2, 1/4, ..., 1/256). Otherwise the slopes of the nearest lower power of two
+    n', then every other slope of 2n' (the ones that fall between them) until there are n.
+    -> (n_heads,) fp32
     """
+    if not isinstance(n_heads, int) or isinstance(n_heads, bool):
+        raise TypeError(f"n_heads must be an int, got {type(n_heads).__name__}")
     if n_heads <= 0:
         raise ValueError(f"n_heads must be positive, got {n_heads}")
 
@@ -134,5 +268,9 @@ def alibi_bias(slopes: Tensor, q_positions: Tensor, k_positions: Tensor) -> Tens
     Only keys at or before the query matter (the causal mask hides the rest).
     slopes (n_heads,), q_positions (q_len,), k_positions (kv_len,) -> (n_heads, q_len, kv_len)
     """
+    if slopes.dim() != 1 or q_positions.dim() != 1 or k_positions.dim() != 1:
+        raise ValueError("alibi_bias needs 1-D slopes, q_positions and k_positions, got shapes "
+                         f"{tuple(slopes.shape)}, {tuple(q_positions.shape)}, "
+                         f"{tuple(k_positions.shape)}")
     distance = (q_positions[:, None] - k_positions[None, :]).to(slopes.dtype)
     return -slopes[:, None, None] * distance
