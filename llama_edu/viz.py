@@ -67,21 +67,22 @@ def to_png(fig, dpi: int = 90) -> bytes:
 _PARTS = [  # key, label, (x, y, width, height)
     ("tokenizer", "Tokenizer: BPE, 32,000 pieces", (40, 20, 260, 34)),
     ("embedding", "Token embedding", (40, 74, 260, 34)),
-    ("rmsnorm", "RMSNorm", (70, 150, 200, 30)),
-    ("attention", "Self-attention (GQA)", (70, 196, 200, 40)),
-    ("rope", "RoPE on q, k", (290, 190, 120, 26)),
-    ("kv_cache", "KV cache", (290, 222, 120, 26)),
-    ("flash", "Tiled softmax", (290, 254, 120, 26)),
-    ("rmsnorm2", "RMSNorm", (70, 262, 200, 30)),
-    ("swiglu", "SwiGLU FFN", (70, 308, 200, 40)),
-    ("final_norm", "RMSNorm", (40, 400, 260, 30)),
-    ("lm_head", "Linear: logits over the vocabulary", (40, 446, 260, 34)),
-    ("sampling", "Softmax and sampling", (40, 498, 260, 34)),
+    ("rmsnorm", "RMSNorm", (70, 148, 200, 30)),
+    ("attention", "Self-attention (GQA)", (70, 194, 200, 40)),
+    ("rope", "RoPE on q, k", (295, 174, 125, 24)),
+    ("kv_cache", "KV cache", (295, 202, 125, 24)),
+    ("flash", "Tiled softmax", (295, 230, 125, 24)),
+    ("rmsnorm2", "RMSNorm", (70, 282, 200, 30)),
+    ("swiglu", "SwiGLU FFN", (70, 328, 200, 40)),
+    ("final_norm", "RMSNorm", (40, 424, 260, 30)),
+    ("lm_head", "Linear: logits over the vocabulary", (40, 470, 260, 34)),
+    ("sampling", "Softmax and sampling", (40, 520, 260, 34)),
 ]
 _ALIASES = {"norm": ("rmsnorm", "rmsnorm2", "final_norm"), "rmsnorm": ("rmsnorm", "rmsnorm2",
             "final_norm"), "mask": ("attention",), "gqa": ("attention", "kv_cache"),
             "parallel": ("attention", "swiglu"), "loss": ("lm_head", "sampling")}
 DIAGRAM_KEYS = sorted({key for key, _, _ in _PARTS} | set(_ALIASES))
+_ADDS = (254, 388)  # y of the two residual additions on the main line (x = 170)
 
 
 def block_diagram_svg(highlight: str | Iterable[str] | None = None) -> str:
@@ -96,27 +97,27 @@ def block_diagram_svg(highlight: str | Iterable[str] | None = None) -> str:
         if name not in DIAGRAM_KEYS:
             raise ValueError(f"unknown diagram part {name!r}; choose from {DIAGRAM_KEYS}")
         lit.update(_ALIASES.get(name, (name,)))
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="440" height="560" '
-           'viewBox="0 0 440 560" font-family="DejaVu Sans, Arial, sans-serif" font-size="13">',
+    line = 'stroke="#555" stroke-width="1.5" marker-end="url(#arrow)"'
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="440" height="575" '
+           'viewBox="0 0 440 575" font-family="DejaVu Sans, Arial, sans-serif" font-size="13">',
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker>'
            '</defs>',
-           '<rect x="55" y="128" width="370" height="240" rx="10" fill="#f6f6f6" '
+           '<rect x="28" y="124" width="400" height="282" rx="10" fill="#f6f6f6" '
            'stroke="#999" stroke-dasharray="5,4"/>',
-           '<text x="62" y="362" fill="#555">N decoder layers (32 in Llama-2-7B)</text>']
-    arrows = [(170, 54, 170, 74), (170, 108, 170, 150), (170, 180, 170, 196),
-              (170, 236, 170, 262), (170, 292, 170, 308), (170, 348, 170, 400),
-              (170, 430, 170, 446), (170, 480, 170, 498)]
-    for x1, y1, x2, y2 in arrows:
-        out.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#555" '
-                   'stroke-width="1.5" marker-end="url(#arrow)"/>')
-    # residual connections around attention and the FFN
-    out.append('<path d="M170,138 H62 V252 H160" fill="none" stroke="#888" '
-               'stroke-width="1.2" marker-end="url(#arrow)"/>')
-    out.append('<path d="M170,254 H62 V380 H160" fill="none" stroke="#888" '
-               'stroke-width="1.2" marker-end="url(#arrow)"/>')
-    out.append('<text x="64" y="248" fill="#888" font-size="11">+</text>')
-    out.append('<text x="64" y="376" fill="#888" font-size="11">+</text>')
+           '<text x="420" y="398" text-anchor="end" fill="#555" font-size="12">'
+           'x N layers (32 in Llama-2-7B)</text>']
+    for y1, y2 in [(54, 74), (108, 148), (178, 194), (234, _ADDS[0] - 9),
+                   (_ADDS[0] + 9, 282), (312, 328), (368, _ADDS[1] - 9),
+                   (_ADDS[1] + 9, 424), (454, 470), (504, 520)]:
+        out.append(f'<line x1="170" y1="{y1}" x2="170" y2="{y2}" {line}/>')
+    for branch, add in ((136, _ADDS[0]), (270, _ADDS[1])):      # residual connections
+        out.append(f'<path d="M170,{branch} H45 V{add} H161" fill="none" {line}/>')
+        out.append(f'<circle cx="170" cy="{add}" r="9" fill="#fff" stroke="#555"/>'
+                   f'<text x="170" y="{add + 4.5}" text-anchor="middle">+</text>')
+    for y in (186, 214, 242):                                     # attention's sub-ideas
+        out.append(f'<line x1="270" y1="214" x2="295" y2="{y}" stroke="#999" '
+                   'stroke-dasharray="3,3"/>')
     for key, text, (x, y, w, h) in _PARTS:
         on = key in lit
         fill, stroke, weight, width = (("#ffd24d", "#b8860b", "bold", 2.5) if on
