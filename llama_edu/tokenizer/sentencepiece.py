@@ -262,8 +262,24 @@ class SentencePieceBPE:
         return ids
 
     def encode_as_pieces(self, text: str) -> list[str]:
-        """The pieces of `text` as strings (handy for showing a segmentation)."""
-        return [self.pieces[i] for i in self.encode(text)]
+        """The pieces of `text` as strings, as sentencepiece shows them: an unknown run is
+        shown as its own text (it is encoded as one <unk>), byte pieces as <0x..>."""
+        normalized = self.normalize(text)
+        if _SURROGATE.search(normalized):
+            raise ValueError("the text contains a lone surrogate character, which UTF-8 "
+                             "cannot encode; clean the text first")
+        chunks = [normalized] if self._chunker is None else self._chunker.findall(normalized)
+        pieces: list[str] = []
+        previous_unknown = False
+        for chunk in chunks:
+            for piece, i in self._encode_chunk(chunk, with_pieces=True):
+                unknown = i == self.unk_id and not self.byte_fallback
+                if unknown and previous_unknown:
+                    pieces[-1] += piece
+                else:
+                    pieces.append(piece)
+                previous_unknown = unknown
+        return pieces
 
     def _merge_unknown_runs(self, ids: list[int]) -> list[int]:
         """sentencepiece writes a run of unknown characters as one <unk>."""
@@ -273,7 +289,7 @@ class SentencePieceBPE:
                 out.append(i)
         return out
 
-    def _encode_chunk(self, text: str) -> list[int]:
+    def _encode_chunk(self, text: str, with_pieces: bool = False) -> list:
         """BPE by score on one chunk: a linked list of symbols and a heap of candidate pairs."""
         if not text:
             return []
@@ -319,22 +335,24 @@ class SentencePieceBPE:
                 c = candidate(before, left)
                 if c is not None:
                     heapq.heappush(heap, c)
-        ids: list[int] = []
+        ids: list = []
         for piece in symbols:
             if piece:
-                self._emit(piece, ids, rev_merge)
+                self._emit(piece, ids, rev_merge, with_pieces)
         return ids
 
-    def _emit(self, piece: str, ids: list[int], rev_merge: dict) -> None:
+    def _emit(self, piece: str, ids: list, rev_merge: dict, with_pieces: bool) -> None:
+        """Append the id of a final symbol: UNUSED pieces split again, unknowns as bytes."""
         i = self._to_id.get(piece, self.unk_id)
         if self.types[i] == UNUSED and piece in rev_merge:
             left, right = rev_merge[piece]
-            self._emit(left, ids, rev_merge)
-            self._emit(right, ids, rev_merge)
+            self._emit(left, ids, rev_merge, with_pieces)
+            self._emit(right, ids, rev_merge, with_pieces)
         elif i == self.unk_id and self.byte_fallback:
-            ids += [self._byte_ids[b] for b in piece.encode("utf-8")]
+            byte_ids = [self._byte_ids[b] for b in piece.encode("utf-8")]
+            ids += [(self.pieces[b], b) for b in byte_ids] if with_pieces else byte_ids
         else:
-            ids.append(i)
+            ids.append((piece, i) if with_pieces else i)
 
     # -- decoding ---------------------------------------------------------------------------
     def decode(self, ids) -> str:
