@@ -1,11 +1,15 @@
 """Tokenizers (lesson 01), a staircase in three steps.
 
-- `bpe`: byte-level BPE, trained from scratch, a plain trainer and a fast incremental one.
+- `bpe`: byte-level BPE from scratch: `ByteLevelBPE`, with a plain trainer (recount every
+  pair after each merge) and a fast incremental one that learns the same merges.
 - `spm_model`: reading SentencePiece `.model` files (a small protobuf wire-format reader).
-- `sentencepiece`: Llama's SentencePiece BPE codec, id for id equal to the sentencepiece library.
+- `sentencepiece`: `SentencePieceBPE`, Llama's SentencePiece BPE codec in plain Python,
+  id for id equal to the sentencepiece library.
 """
 
+from .bpe import ByteLevelBPE, get_pair_counts, merge, train_fast, train_plain
 from .sentencepiece import SentencePieceBPE
 from .spm_model import SpmModel, parse_model, read_model
 
-__all__ = ["SentencePieceBPE", "SpmModel", "parse_model", "read_model"]
+__all__ = ["ByteLevelBPE", "SentencePieceBPE", "SpmModel", "get_pair_counts", "merge",
+           "parse_model", "read_model", "train_fast", "train_plain"]
