@@ -1,0 +1,171 @@
+"""The lesson 01 checks: references pass, stubs say 'not written yet', and classic mistakes
+get their own explanation."""
+
+from itertools import pairwise
+
+import pytest
+
+from llama_edu.exercises import check_count_pairs, check_encode_with_merges, check_merge
+
+# ---- references, written the way a learner would -------------------------------------
+
+
+def count_ok(ids):
+    counts = {}
+    for pair in pairwise(ids):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def merge_ok(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def encode_ok(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = merge_ok(ids, pair, 256 + k)
+    return ids
+
+
+def stub(*args):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check, reference", [(check_count_pairs, count_ok),
+                                              (check_merge, merge_ok),
+                                              (check_encode_with_merges, encode_ok)])
+def test_references_pass_and_stubs_are_not_written_yet(check, reference, capsys):
+    check(reference)
+    out, err = capsys.readouterr()
+    assert out.startswith("✔") and out.count("\n") == 1 and err == ""
+    with pytest.raises(AssertionError, match="not written yet"):
+        check(stub)
+
+
+# ---- classic mistakes -----------------------------------------------------------------
+
+def count_without_overlap(ids):
+    counts, i = {}, 0
+    while i < len(ids) - 1:
+        pair = (ids[i], ids[i + 1])
+        counts[pair] = counts.get(pair, 0) + 1
+        i += 2 if ids[i] == ids[i + 1] else 1
+    return counts
+
+
+def count_distinct(ids):
+    return {pair: 1 for pair in pairwise(ids)}
+
+
+def count_missing_last(ids):
+    return count_ok(ids[:-1])
+
+
+def count_reversed(ids):
+    return count_ok(ids[::-1])
+
+
+@pytest.mark.parametrize("fn, message", [
+    (count_without_overlap, "Pairs overlap"),
+    (count_distinct, "every count is 1"),
+    (count_missing_last, "the last pair .* is missing"),
+    (count_reversed, "the pairs are reversed"),
+    (lambda ids: list(pairwise(ids)), "should return a dict"),
+])
+def test_count_pairs_mistakes(fn, message):
+    with pytest.raises(AssertionError, match=message):
+        check_count_pairs(fn)
+
+
+def merge_drops_last(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_first_only(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == pair:
+            return ids[:i] + [new_id] + ids[i + 2:]
+    return list(ids)
+
+
+def merge_overlapping(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 1  # steps one place only: occurrences overlap
+            if i == len(ids) - 1:
+                i += 1
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_in_place(ids, pair, new_id):
+    ids[:] = merge_ok(ids, pair, new_id)
+    return ids
+
+
+@pytest.mark.parametrize("fn, message", [
+    (merge_drops_last, "the last id was dropped"),
+    (merge_first_only, "only the first occurrence"),
+    (merge_in_place, "changed its input list"),
+    (lambda ids, pair, new_id: tuple(merge_ok(ids, pair, new_id)), "should return a list"),
+])
+def test_merge_mistakes(fn, message):
+    with pytest.raises(AssertionError, match=message):
+        check_merge(fn)
+
+
+def test_merge_overlap_mistake_is_named():
+    with pytest.raises(AssertionError, match="expected|overlap"):
+        check_merge(merge_overlapping)
+
+
+def encode_characters(text, merges):
+    ids = [ord(c) for c in text]
+    for k, pair in enumerate(merges):
+        ids = merge_ok(ids, pair, 256 + k)
+    return ids
+
+
+def encode_ids_from_zero(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in enumerate(merges):
+        ids = merge_ok(ids, pair, k)
+    return ids
+
+
+def encode_reversed(text, merges):
+    ids = list(text.encode("utf-8"))
+    for k, pair in reversed(list(enumerate(merges))):
+        ids = merge_ok(ids, pair, 256 + k)
+    return ids
+
+
+@pytest.mark.parametrize("fn, message", [
+    (encode_characters, "character codes.*text.encode"),
+    (encode_ids_from_zero, "creates id 256 \\+ k"),
+    (encode_reversed, "in the order they were learned"),
+])
+def test_encode_mistakes(fn, message):
+    with pytest.raises(AssertionError, match=message):
+        check_encode_with_merges(fn)
