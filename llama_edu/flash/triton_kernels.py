@@ -1,0 +1,168 @@
+"""Triton kernels for lesson 08: the flash-attention forward and a fused RMSNorm.
+
+One program (a kernel instance) owns BLOCK_M query rows of one (batch, head) and runs the
+loop of `llama_edu.flash._tiled_forward` with its tiles in fast on-chip memory: load a
+K/V tile, score it, update the running max m, sum l and output acc, move on (Dao et al.
+2022, Algorithm 1, with the query-outer loop order of FlashAttention-2, Dao 2023).
+
+Without a CUDA GPU the kernels run in Triton's interpreter on CPU tensors. The switch
+(TRITON_INTERPRET=1) must be set before the @triton.jit decorators below run; import this
+module through `llama_edu.flash.triton_kernels()`, which does so, or set it yourself.
+The interpreter computes bf16 `tl.dot` wrongly, so use fp32 or fp16 there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+from torch import Tensor
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    if "triton.language" in sys.modules:
+        raise ImportError("triton was imported before its CPU interpreter was switched on, "
+                          "so its kernels cannot run here; restart the Python kernel and "
+                          "call llama_edu.flash.triton_kernels() before anything imports triton")
+    os.environ["TRITON_INTERPRET"] = "1"   # before triton's import and any @triton.jit below
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def flash_attention_kernel(
+    Q, K, V, O, scale,                              # pointers to the first elements; 1/sqrt(d)
+    stride_qb, stride_qh, stride_qs,                # strides in elements; head_dim is contiguous
+    stride_kb, stride_kh, stride_ks,
+    stride_vb, stride_vh, stride_vs,
+    stride_ob, stride_oh, stride_os,
+    n_heads, n_rep, q_len, kv_len, head_dim,
+    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    block = tl.program_id(0)                        # which block of BLOCK_M query rows
+    batch = tl.program_id(1) // n_heads
+    head = tl.program_id(1) % n_heads
+    kv_head = head // n_rep                         # GQA: the key/value head this head shares
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)  # query positions       (BLOCK_M,)
+    cols = tl.arange(0, BLOCK_N)                    # key offsets in a tile (BLOCK_N,)
+    dims = tl.arange(0, BLOCK_D)                    # feature index         (BLOCK_D,)
+    row_ok = rows < q_len
+    dim_ok = dims < head_dim
+
+    q_ptrs = Q + batch * stride_qb + head * stride_qh + rows[:, None] * stride_qs + dims[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)  # (BLOCK_M, BLOCK_D)
+    k_base = K + batch * stride_kb + kv_head * stride_kh
+    v_base = V + batch * stride_vb + kv_head * stride_vh
+
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)   # running max of each row
+    l = tl.zeros([BLOCK_M], tl.float32)                 # running sum of exp(s - m)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)      # running sum of exp(s - m) v
+
+    offset = kv_len - q_len                         # query i is position i + offset
+    end = kv_len
+    if CAUSAL:                                      # the causal skip: no later tile is visible
+        end = tl.minimum(kv_len, (block + 1) * BLOCK_M + offset)
+    for start in range(0, end, BLOCK_N):
+        keys = start + cols
+        key_ok = keys < kv_len
+        tile_ok = key_ok[:, None] & dim_ok[None, :]
+        k = tl.load(k_base + keys[:, None] * stride_ks + dims[None, :], mask=tile_ok, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale   # (BLOCK_M, BLOCK_N)
+        visible = key_ok[None, :]                   # keys past kv_len are padding
+        if CAUSAL:
+            visible = visible & (keys[None, :] <= rows[:, None] + offset)
+        s = tl.where(visible, s, float("-inf"))
+
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp(m - m_new)                   # <= 1: shrink what the old max summed
+        p = tl.exp(s - m_new[:, None])              # (BLOCK_M, BLOCK_N)
+        l = alpha * l + tl.sum(p, axis=1)
+        v = tl.load(v_base + keys[:, None] * stride_vs + dims[None, :], mask=tile_ok, other=0.0)
+        acc = alpha[:, None] * acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m = m_new
+
+    out = acc / l[:, None]                          # normalise once, at the end
+    o_ptrs = O + batch * stride_ob + head * stride_oh + rows[:, None] * stride_os + dims[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
+
+
+@triton.jit
+def rmsnorm_kernel(X, W, Y, stride_x, stride_y, dim, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)                          # one program normalises one row
+    cols = tl.arange(0, BLOCK)
+    ok = cols < dim
+    x = tl.load(X + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
+    inv_rms = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / dim + eps)
+    w = tl.load(W + cols, mask=ok, other=0.0)
+    y = (x * inv_rms).to(X.dtype.element_ty).to(Y.dtype.element_ty) * w.to(Y.dtype.element_ty)
+    tl.store(Y + row * stride_y + cols, y, mask=ok)
+
+
+def _check_device(*tensors: Tensor) -> None:
+    want = "cpu" if INTERPRETED else "cuda"
+    for t in tensors:
+        if t.device.type != want:
+            where = ("Triton's CPU interpreter is on (no CUDA GPU), so pass CPU tensors"
+                     if INTERPRETED else "the kernels are compiled for the GPU, so pass CUDA "
+                     "tensors")
+            raise ValueError(f"got a tensor on {t.device}: {where}")
+    if INTERPRETED and any(t.dtype == torch.bfloat16 for t in tensors):
+        raise TypeError("bf16 tl.dot is computed wrongly by Triton's interpreter; "
+                        "use float32 or float16 on the CPU")
+
+
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
+                    block_m: int = 64, block_n: int = 64) -> Tensor:
+    """The Triton flash-attention forward, same contract as `llama_edu.flash.tiled_attention`.
+
+    q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim).
+    Blocks are powers of two >= 16 (what `tl.dot` accepts). Forward only.
+    """
+    from . import _check_inputs
+
+    _check_inputs(q, k, v, causal, block_m, block_n)
+    _check_device(q, k, v)
+    for name, size in (("block_m", block_m), ("block_n", block_n)):
+        if size < 16 or size & (size - 1):
+            raise ValueError(f"{name} must be a power of two >= 16 for tl.dot, got {size}")
+    if v.shape[-1] != q.shape[-1]:
+        raise ValueError(f"the Triton kernel needs v's head_dim ({v.shape[-1]}) equal to q's "
+                         f"({q.shape[-1]})")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    batch, n_heads, q_len, head_dim = q.shape
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)   # (b, h, q_len, d)
+    grid = (triton.cdiv(q_len, block_m), batch * n_heads)
+    flash_attention_kernel[grid](
+        q, k, v, out, 1.0 / math.sqrt(head_dim),
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        n_heads, n_heads // k.shape[1], q_len, k.shape[2], head_dim,
+        CAUSAL=bool(causal), BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)))
+    return out
+
+
+def rmsnorm(x: Tensor, weight: Tensor, eps: float = 1e-5) -> Tensor:
+    """Fused RMSNorm: one read of x and one write of y, the same numbers as
+    `llama_edu.norms.RMSNorm` (normalise in fp32, cast to x's dtype, times the weight)."""
+    if x.dim() == 0 or weight.dim() != 1 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"x's last dimension must match weight (dim,): got x "
+                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}")
+    if not x.is_floating_point() or not weight.is_floating_point():
+        raise TypeError(f"rmsnorm needs floating-point tensors, got {x.dtype}, {weight.dtype}")
+    _check_device(x, weight)
+    dim = x.shape[-1]
+    rows = x.reshape(-1, dim)                       # (n_rows, dim), a view when possible
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    y = torch.empty(rows.shape, dtype=torch.promote_types(x.dtype, weight.dtype),
+                    device=x.device)
+    if rows.shape[0]:
+        rmsnorm_kernel[(rows.shape[0],)](rows, weight.contiguous(), y, rows.stride(0),
+                                         y.stride(0), dim, eps,
+                                         BLOCK=triton.next_power_of_2(dim))
+    return y.reshape(x.shape)

@@ -1,0 +1,358 @@
+"""llama_edu.flash: online softmax, tiled attention (forward, backward, causal skip), the IO
+model, the memory meter, and the Triton kernels (through the interpreter without a GPU)."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # before anything imports triton (see flash.triton_kernels)
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from llama_edu import flash  # noqa: E402
+from llama_edu.attention import attention, causal_mask  # noqa: E402
+from llama_edu.norms import RMSNorm  # noqa: E402
+
+ATOL = 1e-5
+
+
+def qkv(batch, n_heads, n_kv_heads, q_len, kv_len, head_dim, dtype=torch.float32, seed=0,
+        device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, n_heads, q_len, head_dim, generator=g, dtype=dtype)
+    k = torch.randn(batch, n_kv_heads, kv_len, head_dim, generator=g, dtype=dtype)
+    v = torch.randn(batch, n_kv_heads, kv_len, head_dim, generator=g, dtype=dtype)
+    return q.to(device), k.to(device), v.to(device)
+
+
+def naive(q, k, v, causal):
+    """llama_edu.attention.attention with the kv heads repeated for GQA."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(n_rep, 1), v.repeat_interleave(n_rep, 1)
+    return attention(q, k, v, is_causal=causal)
+
+
+def sdpa(q, k, v, causal):
+    """SDPA with the bottom-right causal mask (its own is_causal aligns top-left)."""
+    mask = causal_mask(q.shape[2], k.shape[2], q.device) if causal else None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                          enable_gqa=q.shape[1] != k.shape[1])
+
+
+# ---------------------------------------------------------------------------------------
+# softmax from parts
+
+def test_softmax_of_a_concatenation_from_its_parts():
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = torch.randn(4, 7, generator=g) * 5, torch.randn(4, 3, generator=g) * 5 + 4
+    (m1, l1), (m2, l2) = flash.softmax_stats(x1), flash.softmax_stats(x2)
+    m, l = flash.merge_softmax_stats(m1, l1, m2, l2)
+    whole = torch.cat([x1, x2], -1)
+    torch.testing.assert_close(m, whole.amax(-1))
+    torch.testing.assert_close(l, torch.exp(whole - m[:, None]).sum(-1))
+    parts = [torch.exp(x1 - m[:, None]), torch.exp(x2 - m[:, None])]
+    from_parts = torch.cat(parts, -1) / l[:, None]
+    torch.testing.assert_close(from_parts, torch.softmax(whole, -1))
+
+
+def test_merging_with_an_empty_part_keeps_the_other():
+    m, l = flash.merge_softmax_stats(torch.tensor([-float("inf")]), torch.tensor([0.0]),
+                                     torch.tensor([2.0]), torch.tensor([3.0]))
+    assert m.item() == 2.0 and l.item() == 3.0
+
+
+@pytest.mark.parametrize("dim, block_size", [(-1, 1), (-1, 3), (0, 2), (1, 100)])
+def test_online_softmax_equals_torch_softmax(dim, block_size):
+    x = torch.randn(5, 11, 3, generator=torch.Generator().manual_seed(2)) * 10
+    torch.testing.assert_close(flash.online_softmax(x, dim, block_size), torch.softmax(x, dim))
+
+
+def test_online_softmax_does_not_overflow_and_handles_masked_entries():
+    x = torch.tensor([[1000.0, 1001.0, -float("inf"), 999.0], [-1e4, 0.0, 5.0, -float("inf")]])
+    out = flash.online_softmax(x, block_size=1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.softmax(x, -1))
+
+
+def test_online_softmax_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="block_size must be at least 1"):
+        flash.online_softmax(torch.randn(3), block_size=0)
+    with pytest.raises(TypeError, match="floating-point"):
+        flash.online_softmax(torch.arange(3))
+
+
+# ---------------------------------------------------------------------------------------
+# tiled attention: forward
+
+SHAPES = [  # batch, n_heads, n_kv_heads, q_len, kv_len, head_dim, block_q, block_k
+    (2, 4, 4, 37, 37, 16, 8, 16),     # lengths that are not multiples of the blocks
+    (1, 8, 2, 50, 50, 8, 16, 7),      # GQA, odd block_k
+    (1, 4, 1, 20, 20, 32, 64, 64),    # MQA, one tile larger than the sequence
+    (2, 2, 2, 5, 41, 8, 4, 8),        # q_len < kv_len: queries after a cached prefix
+    (1, 2, 1, 1, 33, 8, 64, 5),       # one decode step
+    (1, 1, 1, 1, 1, 4, 64, 64),       # a single position
+]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_tiled_attention_equals_naive_attention_and_sdpa(shape, causal):
+    batch, n_heads, n_kv_heads, q_len, kv_len, head_dim, block_q, block_k = shape
+    q, k, v = qkv(batch, n_heads, n_kv_heads, q_len, kv_len, head_dim)
+    out = flash.tiled_attention(q, k, v, causal=causal, block_q=block_q, block_k=block_k)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    torch.testing.assert_close(out, naive(q, k, v, causal), atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(out, sdpa(q, k, v, causal), atol=ATOL, rtol=ATOL)
+
+
+@settings(max_examples=25, deadline=None)
+@given(q_len=st.integers(1, 40), extra=st.integers(0, 20), block_q=st.integers(1, 24),
+       block_k=st.integers(1, 24), n_kv_heads=st.sampled_from([1, 2, 4]),
+       causal=st.booleans())
+def test_tiled_attention_matches_sdpa_for_any_lengths_and_blocks(q_len, extra, block_q,
+                                                                  block_k, n_kv_heads, causal):
+    q, k, v = qkv(1, 4, n_kv_heads, q_len, q_len + extra, 8, seed=q_len * 31 + extra)
+    out = flash.tiled_attention(q, k, v, causal, block_q, block_k)
+    torch.testing.assert_close(out, sdpa(q, k, v, causal), atol=ATOL, rtol=ATOL)
+
+
+def test_defaults_are_non_causal_with_64_blocks_and_accept_non_contiguous_inputs():
+    x = torch.randn(2, 130, 4, 16, generator=torch.Generator().manual_seed(3))  # (b, s, h, d)
+    q = k = v = x.transpose(1, 2)                                              # (b, h, s, d)
+    assert not q.is_contiguous()
+    torch.testing.assert_close(flash.tiled_attention(q, k, v),
+                               F.scaled_dot_product_attention(q, k, v), atol=ATOL, rtol=ATOL)
+
+
+def test_causal_skips_every_tile_above_the_diagonal(monkeypatch):
+    visited = []
+    real_step = flash.online_step
+
+    def counting_step(m, l, acc, scores, v):
+        visited.append(scores.shape[-2:])
+        return real_step(m, l, acc, scores, v)
+
+    monkeypatch.setattr(flash, "online_step", counting_step)
+    q, k, v = qkv(1, 1, 1, 64, 64, 8)
+    flash.tiled_attention(q, k, v, causal=True, block_q=16, block_k=16)
+    assert len(visited) == 4 + 3 + 2 + 1                     # of the 16 tiles
+    visited.clear()
+    flash.tiled_attention(q, k, v, causal=False, block_q=16, block_k=16)
+    assert len(visited) == 16
+    visited.clear()
+    q, k, v = qkv(1, 1, 1, 8, 40, 8)                          # offset 32: row i is position 32+i
+    flash.tiled_attention(q, k, v, causal=True, block_q=4, block_k=16)
+    assert len(visited) == 2 * 3                              # keys 32..39 sit in tile 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(q_len=st.integers(1, 30), extra=st.integers(0, 10), data=st.data())
+def test_block_kind_agrees_with_the_causal_mask(q_len, extra, data):
+    mask = causal_mask(q_len, q_len + extra)
+    qs = data.draw(st.integers(0, q_len - 1))
+    qe = data.draw(st.integers(qs + 1, q_len))
+    ks = data.draw(st.integers(0, q_len + extra - 1))
+    ke = data.draw(st.integers(ks + 1, q_len + extra))
+    tile = mask[qs:qe, ks:ke]
+    expected = "skip" if not tile.any() else "full" if tile.all() else "partial"
+    assert flash.block_kind(qs, qe, ks, ke, extra) == expected
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2),
+                                         (torch.float64, 1e-12)])
+def test_other_dtypes_keep_their_dtype_and_accumulate_in_at_least_fp32(dtype, atol):
+    q, k, v = qkv(1, 2, 2, 30, 30, 16, dtype=dtype)
+    out = flash.tiled_attention(q, k, v, causal=True, block_q=8, block_k=8)
+    assert out.dtype == dtype
+    expected = sdpa(q.double(), k.double(), v.double(), True)
+    torch.testing.assert_close(out.double(), expected, atol=atol, rtol=atol)
+
+
+def test_tiled_attention_steps_converge_to_the_exact_rows():
+    q, k, v = qkv(1, 2, 2, 24, 24, 8)
+    states = list(flash.tiled_attention_steps(q, k, v, 8, 16, causal=True, block_k=8))
+    assert [s.kind for s in states] == ["full", "partial", "skip"]
+    exact = naive(q, k, v, True)[..., 8:16, :]
+    torch.testing.assert_close(states[-1].out, exact, atol=ATOL, rtol=ATOL)
+    assert not torch.allclose(states[0].out, exact, atol=1e-2)
+    assert states[1].m.shape == (1, 2, 8) and (states[1].m >= states[0].m).all()
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4)), ValueError,
+     "must be \\(batch, n_heads, seq, head_dim\\)"),
+    ((torch.randn(1, 6, 4, 8), torch.randn(1, 4, 4, 8), torch.randn(1, 4, 4, 8)), ValueError,
+     "must be divisible by k's n_kv_heads \\(4\\); try n_kv_heads in \\[1, 2, 3, 6\\]"),
+    ((torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)), ValueError,
+     "shape mismatch"),
+    ((torch.randn(1, 2, 4, 8), torch.randn(1, 2, 0, 8), torch.randn(1, 2, 0, 8)), ValueError,
+     "kv_len = 0"),
+    ((torch.ones(1, 2, 4, 8, dtype=torch.long),) * 3, TypeError, "floating point"),
+])
+def test_bad_inputs_raise_clear_errors(args, error, match):
+    with pytest.raises(error, match=match):
+        flash.tiled_attention(*args)
+
+
+def test_bad_settings_raise_clear_errors():
+    q, k, v = qkv(1, 2, 2, 8, 4, 8)
+    with pytest.raises(ValueError, match="causal attention needs kv_len \\(4\\) >= q_len"):
+        flash.tiled_attention(q, k, v, causal=True)
+    with pytest.raises(ValueError, match="block_k must be a positive int"):
+        flash.tiled_attention(q, k, v, block_k=0)
+    with pytest.raises(ValueError, match="block_q must be a positive int"):
+        flash.tiled_attention(q, k, v, block_q=8.0)
+
+
+# ---------------------------------------------------------------------------------------
+# tiled attention: backward by recomputation
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", [(2, 4, 2, 19, 19, 8, 8, 5), (1, 2, 1, 6, 23, 16, 4, 8),
+                                   (1, 3, 3, 33, 33, 8, 64, 16)],
+                         ids=["gqa-odd", "prefix-mqa", "mha"])
+def test_gradients_equal_naive_attentions(shape, causal):
+    batch, n_heads, n_kv_heads, q_len, kv_len, head_dim, block_q, block_k = shape
+    inputs = qkv(batch, n_heads, n_kv_heads, q_len, kv_len, head_dim, seed=5)
+    grad_out = torch.randn(batch, n_heads, q_len, head_dim,
+                           generator=torch.Generator().manual_seed(6))
+    tiled_in = [t.clone().requires_grad_() for t in inputs]
+    naive_in = [t.clone().requires_grad_() for t in inputs]
+    flash.tiled_attention(*tiled_in, causal, block_q, block_k).backward(grad_out)
+    naive(*naive_in, causal).backward(grad_out)
+    for name, a, b in zip("qkv", tiled_in, naive_in, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=ATOL, rtol=ATOL, msg=f"d{name}")
+
+
+def test_gradcheck_in_float64():
+    inputs = [t.requires_grad_() for t in qkv(1, 2, 1, 5, 7, 3, dtype=torch.float64, seed=7)]
+    assert torch.autograd.gradcheck(
+        lambda q, k, v: flash.tiled_attention(q, k, v, True, 2, 3), inputs)
+
+
+def test_backward_saves_no_score_matrix():
+    q, k, v = (t.requires_grad_() for t in qkv(1, 2, 2, 64, 64, 8))
+    out = flash.tiled_attention(q, k, v, causal=True, block_q=16, block_k=16)
+    saved = out.grad_fn.saved_tensors
+    assert max(t.numel() for t in saved) == 2 * 64 * 8   # q, k, v, out; no 64 x 64 matrix
+
+
+# ---------------------------------------------------------------------------------------
+# the IO model and the memory meter
+
+def test_naive_io_counts_every_pass_over_slow_memory():
+    n, d = 10, 4
+    cost = flash.naive_io(n, d)
+    assert cost.reads == 2 * n * d + n * n + n * n + n * d           # Q K, S, P and V
+    assert cost.writes == n * n + n * n + n * d                        # S, P, O
+    assert cost.bytes(2) == 2 * cost.total
+
+
+def test_tiled_io_follows_theta_n2_d2_over_m():
+    d, m = 64, 100 * 1024 // 2                         # 100 KB of fp16: the paper's example
+    small, big = flash.tiled_io(4096, d, m), flash.tiled_io(8192, d, m)
+    assert 3.8 < big.total / small.total < 4.1        # N^2
+    assert 1.75 < small.total / flash.tiled_io(4096, d, 2 * m).total < 2.05   # 1 / M
+    assert flash.tiled_io(4096, d, m).total < flash.naive_io(4096, d).total / 3
+    # one block holds everything: K, V read once, Q, O read and written once
+    whole = flash.tiled_io(16, 4, 4 * 4 * 16)
+    assert whole.reads == 2 * 16 * 4 + (2 * 16 * 4 + 2 * 16)
+
+
+def test_io_models_reject_bad_sizes():
+    with pytest.raises(ValueError, match="seq_len must be a positive int"):
+        flash.naive_io(0, 64)
+    with pytest.raises(ValueError, match="must hold at least 4 \\* head_dim"):
+        flash.tiled_io(128, 64, 100)
+
+
+def test_peak_memory_counts_live_tensors_exactly():
+    def build():
+        a = torch.empty(1000)                        # 4000 bytes
+        b = torch.empty(500, dtype=torch.float64)    # 4000 more: 8000 live
+        del a
+        c = torch.empty(10)                          # 4040 live
+        return b.view(10, 50), c                     # a view adds nothing
+
+    assert flash.peak_memory(build) == 8000
+
+
+def test_tiled_attention_memory_grows_linearly_and_naive_quadratically():
+    peaks = {}
+    for n in (256, 512):
+        q, k, v = qkv(1, 2, 2, n, n, 16)
+        with torch.no_grad():
+            peaks[n] = (flash.peak_memory(attention, q, k, v, is_causal=True),
+                        flash.peak_memory(flash.tiled_attention, q, k, v, causal=True))
+    naive_ratio, tiled_ratio = peaks[512][0] / peaks[256][0], peaks[512][1] / peaks[256][1]
+    assert 3.5 < naive_ratio < 4.5 and tiled_ratio < 2.1   # N^2 vs at most N
+    assert peaks[512][1] * 8 < peaks[512][0]
+
+
+# ---------------------------------------------------------------------------------------
+# Triton kernels (native on a CUDA GPU, interpreted on the CPU)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not flash.triton_available(), reason="triton not installed")
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    return flash.triton_kernels()
+
+
+@needs_triton
+@pytest.mark.parametrize("shape, causal, dtype", [
+    ((1, 2, 1, 40, 40, 16), True, torch.float32),      # GQA, q_len not a multiple of 16
+    ((1, 2, 2, 40, 40, 16), False, torch.float32),
+    ((1, 2, 2, 5, 37, 8), True, torch.float32),        # cached prefix, head_dim padded to 16
+    ((1, 2, 1, 24, 24, 16), True, torch.float16),
+], ids=["gqa-causal", "full", "prefix", "fp16"])
+def test_triton_flash_attention_equals_sdpa(kernels, shape, causal, dtype):
+    q, k, v = qkv(*shape, dtype=dtype, device=DEVICE)
+    out = kernels.flash_attention(q, k, v, causal=causal, block_m=16, block_n=16)
+    assert out.shape == q.shape and out.dtype == dtype
+    expected = sdpa(q.float(), k.float(), v.float(), causal)
+    tol = ATOL if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, flash.tiled_attention(q, k, v, causal), atol=ATOL,
+                                   rtol=ATOL)
+
+
+@needs_triton
+def test_triton_flash_attention_rejects_what_it_cannot_do(kernels):
+    q, k, v = qkv(1, 2, 2, 16, 16, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="power of two >= 16"):
+        kernels.flash_attention(q, k, v, block_m=24)
+    if kernels.INTERPRETED:
+        with pytest.raises(TypeError, match="bf16"):
+            kernels.flash_attention(*(t.bfloat16() for t in (q, k, v)))
+        with pytest.raises(ValueError, match="pass CPU tensors"):
+            kernels.flash_attention(*(t.to("meta") for t in (q, k, v)))
+
+
+@needs_triton
+@pytest.mark.parametrize("shape, dtype", [((3, 5, 100), torch.float32), ((7, 64), torch.float32),
+                                          ((4, 33), torch.float16)])
+def test_triton_rmsnorm_equals_llama_edu_rmsnorm(kernels, shape, dtype):
+    g = torch.Generator().manual_seed(9)
+    norm = RMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(shape[-1], generator=g))
+    x = torch.randn(shape, generator=g).to(dtype)
+    expected = norm(x)
+    out = kernels.rmsnorm(x.to(DEVICE), norm.weight.detach().to(DEVICE), norm.eps)
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    tol = ATOL if dtype == torch.float32 else 1e-3
+    torch.testing.assert_close(out.cpu(), expected.detach(), atol=tol, rtol=tol)
+
+
+@needs_triton
+def test_triton_rmsnorm_rejects_a_mismatched_weight(kernels):
+    with pytest.raises(ValueError, match="last dimension must match weight"):
+        kernels.rmsnorm(torch.randn(2, 8, device=DEVICE), torch.ones(9, device=DEVICE))
