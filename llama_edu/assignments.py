@@ -192,24 +192,35 @@ def _feedback(cell: NotebookNode, score: float, max_score: float) -> str:
     return "partial credit"
 
 
-def grade_notebook(submission: str | Path, source: str | Path, timeout: int = 120) -> GradeReport:
-    """Grade one submission against its instructor (source) notebook."""
+def score(executed: NotebookNode, name: str) -> GradeReport:
+    """Score the test cells of an executed notebook with nbgrader's rule."""
     from nbgrader.utils import determine_grade
 
-    submission, source = Path(submission), Path(source)
-    restored = restore_tests(read_notebook(submission), read_notebook(source))
-    executed = execute(restored, cwd=source.parent.resolve(), timeout=timeout)
-    report = GradeReport(notebook=submission.name)
+    report = GradeReport(notebook=name)
     for cell in executed.cells:
         if not is_test_cell(cell):
             continue
-        score, max_score = determine_grade(cell)
-        score = float(score or 0.0)
-        report.exercises.append(ExerciseResult(_nbgrader(cell)["grade_id"], score, max_score,
-                                               _feedback(cell, score, max_score)))
-        report.score += score
-        report.max_score += max_score
+        points, max_points = determine_grade(cell)
+        points = float(points or 0.0)
+        report.exercises.append(ExerciseResult(_nbgrader(cell)["grade_id"], points, max_points,
+                                               _feedback(cell, points, max_points)))
+        report.score += points
+        report.max_score += max_points
     return report
+
+
+def run_and_grade(submission: str | Path, source: str | Path,
+                  timeout: int = 120) -> tuple[GradeReport, NotebookNode]:
+    """Restore the tests, execute, score. Returns the report and the executed notebook."""
+    submission, source = Path(submission), Path(source)
+    restored = restore_tests(read_notebook(submission), read_notebook(source))
+    executed = execute(restored, cwd=source.parent.resolve(), timeout=timeout)
+    return score(executed, submission.name), executed
+
+
+def grade_notebook(submission: str | Path, source: str | Path, timeout: int = 120) -> GradeReport:
+    """Grade one submission against its instructor (source) notebook."""
+    return run_and_grade(submission, source, timeout)[0]
 
 
 def format_report(report: GradeReport) -> str:
