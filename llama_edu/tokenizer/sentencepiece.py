@@ -132,7 +132,8 @@ class SentencePieceBPE:
         self._user_defined_set = set(user_defined)
         self._user_defined = (re.compile("|".join(map(re.escape, user_defined)) + "|.", re.S)
                               if user_defined else None)
-        self._chunker = self._make_chunker(any(t == UNUSED for t in self.types))
+        self._has_unused = any(t == UNUSED for t in self.types)
+        self._chunker = self._make_chunker(self._has_unused)
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -290,9 +291,15 @@ class SentencePieceBPE:
         return out
 
     def _encode_chunk(self, text: str, with_pieces: bool = False) -> list:
-        """BPE by score on one chunk: a linked list of symbols and a heap of candidate pairs."""
+        """BPE by score on one chunk: a linked list of symbols and a heap of candidate pairs.
+
+        Heap entries are (-score, left, right, length of the merged piece): the best score
+        comes first, then the leftmost pair. An entry is stale once either side has changed,
+        which shows as an empty side or a different total length.
+        """
         if not text:
             return []
+        general = self._user_defined is not None or self._has_unused
         if self._user_defined is None:
             symbols, frozen = list(text), None
         else:  # a user-defined symbol is one symbol that never merges
@@ -302,7 +309,7 @@ class SentencePieceBPE:
         rev_merge: dict[str, tuple[str, str]] = {}
 
         def candidate(left: int, right: int):
-            """(-score, left, right, size) if the two symbols merge into a piece, else None."""
+            """The heap entry for merging two symbols, or None (models with special pieces)."""
             if frozen is not None and (frozen[left] or frozen[right]):
                 return None
             merged = symbols[left] + symbols[right]
@@ -311,34 +318,59 @@ class SentencePieceBPE:
                 return None
             if types[mergeable[merged]] == UNUSED:  # remembered to split it again at the end
                 rev_merge[merged] = (symbols[left], symbols[right])
-            return (-s, left, right, len(merged))  # heap order: best score, then leftmost
+            return (-s, left, right, len(merged))
 
         n = len(symbols)
-        heap = [c for c in map(candidate, range(n - 1), range(1, n)) if c is not None]
+        if general:
+            heap = [c for c in map(candidate, range(n - 1), range(1, n)) if c is not None]
+        else:  # the common case, inlined: this loop is where encoding spends its time
+            heap = []
+            for i in range(n - 1):
+                merged = symbols[i] + symbols[i + 1]
+                s = score.get(merged)
+                if s is not None:
+                    heap.append((-s, i, i + 1, len(merged)))
         heapq.heapify(heap)
         prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
+        push, pop = heapq.heappush, heapq.heappop
         while heap:
-            _, left, right, size = heapq.heappop(heap)
+            _, left, right, size = pop(heap)
             a, b = symbols[left], symbols[right]
             if not a or not b or len(a) + len(b) != size:
                 continue  # stale: a side has merged since this pair was pushed
-            symbols[left], symbols[right] = a + b, ""
+            symbols[left] = ab = a + b
+            symbols[right] = ""
             after = nxt[right]
             nxt[left] = after
+            before = prev[left]
             if after < n:
                 prev[after] = left
-                c = candidate(left, after)
-                if c is not None:
-                    heapq.heappush(heap, c)
-            before = prev[left]
-            if before >= 0:
-                c = candidate(before, left)
-                if c is not None:
-                    heapq.heappush(heap, c)
-        ids: list = []
+            for i, j in ((before, left), (left, after)):  # the two new neighbour pairs
+                if i < 0 or j >= n:
+                    continue
+                if general:
+                    c = candidate(i, j)
+                    if c is not None:
+                        push(heap, c)
+                    continue
+                merged = symbols[i] + ab if j == left else ab + symbols[j]
+                s = score.get(merged)
+                if s is not None:
+                    push(heap, (-s, i, j, len(merged)))
+        if general or with_pieces:
+            out: list = []
+            for piece in symbols:
+                if piece:
+                    self._emit(piece, out, rev_merge, with_pieces)
+            return out
+        ids, to_id, unk = [], self._to_id, self.unk_id
         for piece in symbols:
             if piece:
-                self._emit(piece, ids, rev_merge, with_pieces)
+                i = to_id.get(piece, unk)
+                if i == unk and self.byte_fallback:
+                    ids += [self._byte_ids[b] for b in piece.encode("utf-8")]
+                else:
+                    ids.append(i)
         return ids
 
     def _emit(self, piece: str, ids: list, rev_merge: dict, with_pieces: bool) -> None:
