@@ -261,7 +261,7 @@ def save_hf(model: Llama, path: str | Path, *, max_shard_size: int | str = DEFAU
     config = _check_llama(model, "Hugging Face")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in hf_state_dict(model).items()}
+    state = {k: v.cpu().contiguous() for k, v in hf_state_dict(model).items()}
     dtype = state["model.embed_tokens.weight"].dtype
     values = {**hf_config_dict(config), "architectures": ["LlamaForCausalLM"],
               "model_type": "llama", "torch_dtype": _DTYPE_NAMES.get(dtype, "float32"),
@@ -420,7 +420,7 @@ def meta_state_dict(model: Llama) -> dict[str, Tensor]:
             tensor = positions.half_split_to_interleaved(tensor, config.n_heads)
         elif ours.endswith("self_attn.k_proj.weight"):
             tensor = positions.half_split_to_interleaved(tensor, config.n_kv_heads)
-        state[_meta_name(ours)] = tensor.clone().contiguous()   # no storage shared (tied head)
+        state[_meta_name(ours)] = tensor.cpu().clone().contiguous()  # no shared storage (tied)
     return state
 
 

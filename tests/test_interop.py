@@ -193,6 +193,20 @@ def test_dtype_is_chosen_on_load(tmp_path, dtype, expected):
     torch.testing.assert_close(loaded(tokens).float(), model(tokens), rtol=0, atol=tolerance)
 
 
+def test_pytorch_model_bin_checkpoints_load_weights_only(tmp_path):
+    model = random_model(tiny())
+    save_hf(model, tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    state = {("" if k.startswith("lm_head") else "model.") + k: v
+             for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    tokens = torch.randint(0, 101, (1, 7))
+    assert torch.equal(load_hf(tmp_path)(tokens), model(tokens))
+    torch.save({**state, "model.norm.weight": NotATensor()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(Exception, match="[Ww]eights.only"):
+        load_hf(tmp_path)
+
+
 def test_none_keeps_the_dtype_stored_in_the_file(tmp_path):
     save_hf(random_model(tiny()).to(torch.bfloat16), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
