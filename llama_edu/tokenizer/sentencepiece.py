@@ -42,6 +42,7 @@ from .spm_model import (
 SPACE = "\u2581"  # ▁ LOWER ONE EIGHTH BLOCK: a space inside a piece
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CACHE_LIMIT = 200_000  # chunks remembered by one codec before the cache is cleared
+_CACHE_CHUNK = 64       # longest chunk (in characters) that is remembered
 
 
 def _utf8_length(lead: int) -> int:
@@ -248,7 +249,9 @@ class SentencePieceBPE:
             for chunk in self._chunker.findall(normalized):
                 piece_ids = cache.get(chunk)
                 if piece_ids is None:
-                    piece_ids = cache[chunk] = self._encode_chunk(chunk)
+                    piece_ids = self._encode_chunk(chunk)
+                    if len(chunk) <= _CACHE_CHUNK:  # words, not pages of text without spaces
+                        cache[chunk] = piece_ids
                 ids += piece_ids
         if not self.byte_fallback and self.unk_id in ids:
             ids = self._merge_unknown_runs(ids)
