@@ -723,9 +723,10 @@ class TensorParallelAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, start_pos)                       # (b, kv_len, kv/p, hd)
-        if mask is not None and mask.dim() == 4 and mask.shape[1] == self.n_heads:
-            rank = self.q_proj.rank                                    # per-head bias (ALiBi)
-            mask = mask[:, rank * self.local_heads:(rank + 1) * self.local_heads]
+        if (mask is not None and mask.dim() >= 3 and mask.shape[-3] == self.n_heads
+                and self.local_heads != self.n_heads):                 # per-head bias (ALiBi)
+            first = self.q_proj.rank * self.local_heads                # this rank's heads
+            mask = mask.narrow(-3, first, self.local_heads)
         if self.use_sdpa:
             out = F.scaled_dot_product_attention(
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -883,6 +884,12 @@ def hello_ranks(rank: int, world_size: int) -> dict:
     dist.all_reduce(value)
     return {"rank": rank, "world_size": world_size, "sum": float(value),
             "backend": dist.get_backend(), "main": is_main_process()}
+
+
+def run_in_sequence(rank: int, world_size: int, calls: list) -> list:
+    """Launch me to pay for starting processes once: calls is a list of (fn, args) pairs,
+    each run as fn(rank, world_size, *args) in turn; returns their results in order."""
+    return [fn(rank, world_size, *args) for fn, args in calls]
 
 
 def probe_grad(shape, seed: int = 0) -> Tensor:

@@ -1,0 +1,242 @@
+"""Tensor and data parallelism: 2-process gloo groups against the single-process modules.
+
+Spawning costs seconds, so one launch runs every 2-process comparison (module fixture) and
+the tests below read its results.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from llama_edu import parallel
+from llama_edu.attention import Attention
+from llama_edu.ffn import SwiGLU
+from llama_edu.model import Llama, LlamaConfig
+from llama_edu.parallel import (
+    ColumnParallelLinear,
+    ParallelEmbedding,
+    RowParallelLinear,
+    TensorParallelAttention,
+    TensorParallelSwiGLU,
+    attention_layout,
+    forward_backward,
+    gather_state_dict,
+    launch,
+    parallelize_llama,
+    tensor_parallel_traffic,
+)
+from llama_edu.positions import rope_cos_sin
+
+WORLD = 2
+
+
+def _jobs():
+    """(name, module, inputs, kwargs, style) for every 2-process comparison."""
+    torch.manual_seed(0)
+    x8, x16 = torch.randn(2, 3, 8), torch.randn(2, 5, 16)
+    cos, sin = rope_cos_sin(5, 4)
+    micro = Llama(LlamaConfig.from_preset("micro"))
+    alibi = Llama(LlamaConfig.from_preset("micro", pos_encoding="alibi", attn_impl="plain"))
+    tokens = torch.randint(0, 256, (2, 9))
+    return [
+        ("column", nn.Linear(8, 6, bias=True), (x8,), {}, "column"),
+        ("row", nn.Linear(8, 6, bias=True), (x8,), {}, "row"),
+        ("swiglu", SwiGLU(8, 12), (x8,), {}, None),
+        ("swiglu_torch", SwiGLU(8, 12), (x8,), {}, "torch"),
+        ("gqa_split", Attention(16, 4, 2), (x16, cos, sin), {"is_causal": True}, None),
+        ("mqa_replicated", Attention(16, 4, 1, use_sdpa=False), (x16, cos, sin),
+         {"is_causal": True}, None),
+        ("mha_plain", Attention(16, 4, 4, use_sdpa=False), (x16, cos, sin),
+         {"is_causal": True}, None),
+        ("micro", micro, (tokens,), {}, None),
+        ("micro_alibi", alibi, (tokens,), {}, None),
+    ]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    jobs = _jobs()
+    torch.manual_seed(1)
+    model = Llama(LlamaConfig.from_preset("micro"))
+    tokens = torch.randint(0, 256, (4, 13))
+    references = {name: forward_backward(module, *inputs, **kwargs)
+                  for name, module, inputs, kwargs, _ in jobs}
+    calls = [(parallel.parallel_forward_backward, ([job[1:] for job in jobs],)),
+             (parallel.data_parallel_run, (model, tokens, 3, 1e-2))]
+    both, data_parallel = zip(*launch(parallel.run_in_sequence, WORLD, calls), strict=True)
+    return {"references": references, "names": [job[0] for job in jobs],
+            "ranks": [dict(zip([job[0] for job in jobs], results, strict=True))
+                      for results in both],
+            "data_parallel": data_parallel,
+            "single": parallel.single_process_run(model, tokens, 3, 1e-2)}
+
+
+def _assert_close(actual, expected, what):
+    assert actual.shape == expected.shape, what
+    assert torch.allclose(actual, expected, atol=1e-5, rtol=1e-5), (
+        f"{what}: off by {float((actual - expected).abs().max()):.3g}")
+
+
+@pytest.mark.parametrize("name", [job[0] for job in _jobs()])
+def test_two_ranks_match_the_single_process_module_forward_and_backward(runs, name):
+    expected = runs["references"][name]
+    for rank, results in enumerate(runs["ranks"]):
+        got = results[name]
+        _assert_close(got["output"], expected["output"], f"{name} rank {rank} output")
+        assert len(got["input_grads"]) == len(expected["input_grads"])
+        for a, b in zip(got["input_grads"], expected["input_grads"], strict=True):
+            _assert_close(a, b, f"{name} rank {rank} input gradient")
+        assert set(got["grads"]) == set(expected["grads"])
+        for key in expected["grads"]:
+            _assert_close(got["grads"][key], expected["grads"][key], f"{name} {key} grad")
+
+
+def test_the_whole_model_gives_the_same_logits_and_every_weight_gradient(runs):
+    expected, got = runs["references"]["micro"], runs["ranks"][1]["micro"]
+    assert got["output"].shape == (2, 9, 256)
+    assert len(got["grads"]) == len(dict(Llama(LlamaConfig.from_preset("micro"))
+                                         .named_parameters()))
+    assert float((got["output"] - expected["output"]).abs().max()) < 1e-5
+
+
+def test_data_parallel_gradients_equal_the_big_batch_gradient(runs):
+    single = runs["single"]
+    for result in runs["data_parallel"]:
+        for key, grad in single["grads"].items():
+            _assert_close(result["manual_grads"][key], grad, f"all-reduced {key}")
+            _assert_close(result["ddp_grads"][key], grad, f"DDP {key}")
+        for key, weight in single["weights"].items():
+            _assert_close(result["weights"][key], weight, f"weights after 3 steps: {key}")
+
+
+def test_a_failing_rank_raises_its_own_error_in_the_parent():
+    with pytest.raises(ValueError, match="style='column' or 'row'"):
+        launch(parallel.parallel_forward_backward, 1,
+               [(nn.Linear(2, 2), (torch.randn(1, 2),), {}, "diagonal")])
+
+
+# --- single process: sharding arithmetic, layouts, errors (no spawn) ---------------------
+
+
+def test_shards_are_the_right_slices_and_world_size_one_is_the_plain_layer():
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 6, bias=True)
+    col = ColumnParallelLinear.from_linear(linear, rank=1, world_size=2)
+    row = RowParallelLinear.from_linear(linear, rank=1, world_size=2)
+    assert torch.equal(col.weight, linear.weight[3:]) and torch.equal(col.bias, linear.bias[3:])
+    assert torch.equal(row.weight, linear.weight[:, 4:]) and torch.equal(row.bias, linear.bias)
+    x = torch.randn(3, 8)
+    for layer in (ColumnParallelLinear.from_linear(linear, rank=0, world_size=1),
+                  RowParallelLinear.from_linear(linear, rank=0, world_size=1)):
+        torch.testing.assert_close(layer(x), linear(x))
+
+
+def test_column_then_row_on_paper_equals_the_full_product():
+    torch.manual_seed(0)
+    x, a, b = torch.randn(4, 8), torch.randn(12, 8), torch.randn(8, 12)
+    pieces = [(x @ a_r.T) @ b_r.T for a_r, b_r in zip(a.chunk(3, 0), b.chunk(3, 1),
+                                                        strict=True)]
+    torch.testing.assert_close(sum(pieces), (x @ a.T) @ b.T)
+
+
+def test_a_whole_model_at_world_size_one_gathers_back_to_the_same_weights():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("micro"))
+    tp = parallelize_llama(model, rank=0, world_size=1)
+    assert isinstance(tp.embed_tokens, ParallelEmbedding)
+    assert isinstance(tp.layers[0].self_attn, TensorParallelAttention)
+    assert isinstance(tp.layers[0].mlp, TensorParallelSwiGLU)
+    full = gather_state_dict(tp)
+    assert full.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(full[key], value), key
+    tokens = torch.randint(0, 256, (1, 7))
+    torch.testing.assert_close(tp(tokens), model(tokens))
+
+
+@pytest.mark.parametrize("n_heads, n_kv_heads, world, expected", [
+    (4, 2, 2, (2, 1, 1)),        # micro: KV heads split
+    (4, 1, 2, (2, 1, 2)),        # MQA: the KV head copied to both ranks
+    (32, 8, 16, (2, 1, 2)),      # Llama-2-70B on 16 GPUs: each KV head on 2 ranks
+    (64, 8, 8, (8, 1, 1)),       # Llama-2-70B on 8 GPUs
+    (32, 32, 4, (8, 8, 1)),      # Llama-2-7B (MHA)
+])
+def test_attention_layout_keeps_query_groups_with_their_kv_heads(n_heads, n_kv_heads, world,
+                                                                 expected):
+    assert attention_layout(n_heads, n_kv_heads, world) == expected
+
+
+def test_clear_errors_for_sizes_the_world_size_does_not_divide():
+    with pytest.raises(ValueError, match=r"out_features \(7\) must be divisible by the world "
+                                         r"size \(2\)"):
+        ColumnParallelLinear(8, 7, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"in_features \(9\) must be divisible"):
+        RowParallelLinear(9, 4, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"hidden_dim \(86\) must be divisible"):
+        TensorParallelSwiGLU(32, 86, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"n_heads \(4\) must be divisible by the world size "
+                                         r"\(3\).*\[1, 2, 4\]"):
+        attention_layout(4, 2, 3)
+    with pytest.raises(ValueError, match=r"n_kv_heads \(3\) and the world size \(2\)"):
+        attention_layout(6, 3, 2)
+    with pytest.raises(ValueError, match="n_heads"):
+        parallelize_llama(Llama(LlamaConfig.from_preset("micro")), rank=0, world_size=3)
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[0, 2\)"):
+        ColumnParallelLinear(8, 6, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="ffn_type='swiglu'"):
+        parallelize_llama(Llama(LlamaConfig.from_preset("micro", ffn_type="gelu")), 0, 1)
+
+
+def test_a_sharded_layer_outside_its_process_group_says_how_to_run_it():
+    layer = ColumnParallelLinear(8, 6, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="launch or torchrun"):
+        layer(torch.randn(2, 8))
+
+
+def test_loading_a_wrong_state_dict_is_refused():
+    ffn = TensorParallelSwiGLU(8, 12, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="lacks"):
+        parallel.load_full_state_dict(ffn, {"gate_proj.weight": torch.zeros(12, 8)})
+    with pytest.raises(ValueError, match="shard"):
+        ffn.gate_proj.load_full_("weight", torch.zeros(12, 6))
+
+
+def test_init_distributed_without_torchrun_is_a_single_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    rank, world_size, device = parallel.init_distributed()
+    assert (rank, world_size) == (0, 1) and isinstance(device, torch.device)
+    assert parallel.is_main_process()
+    parallel.cleanup()  # nothing to leave: no error
+
+
+def test_init_distributed_explains_a_half_set_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match="RANK is not"):
+        parallel.init_distributed()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR is not set"):
+        parallel.init_distributed()
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ValueError, match=r"RANK=5 must lie in \[0, WORLD_SIZE=2\)"):
+        parallel.init_distributed()
+
+
+def test_launch_refuses_what_spawned_processes_cannot_import():
+    def local(rank, world_size):
+        return rank
+
+    with pytest.raises(ValueError, match="inside a function"):
+        launch(local, 2)
+    with pytest.raises(ValueError, match="world_size must be a positive integer"):
+        launch(parallel.hello_ranks, 0)
+
+
+def test_traffic_is_two_all_reduces_of_dim_values_per_layer_and_token():
+    traffic = tensor_parallel_traffic(LlamaConfig.from_preset("llama2-7b"), world_size=8)
+    assert traffic["values_per_token_per_layer"] == 2 * 4096
+    assert traffic["bytes_per_token"] == 2 * 4096 * 2 * 32          # bf16, 32 layers
+    assert traffic["sent_per_rank_per_token"] == pytest.approx(2 * 4096 * 2 * 32 * 2 * 7 / 8)
+    assert tensor_parallel_traffic(LlamaConfig.from_preset("micro"), 1)[
+        "sent_per_rank_per_token"] == 0
