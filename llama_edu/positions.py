@@ -138,6 +138,21 @@ class RotaryEmbedding(nn.Module):
                 f"theta={self.rope_theta:g}")
 
 
+def rope_scores_by_distance(q: Tensor, k: Tensor, max_distance: int,
+                            rope_theta: float = 10_000.0) -> Tensor:
+    """<R(d) q, R(0) k> for d = 0 .. max_distance: the RoPE score of a query d positions
+    after the key (by the relative property, the same for any pair of positions d apart).
+
+    q, k: (head_dim,) in the half-split layout.   -> (max_distance + 1,) in q's dtype
+    """
+    if q.dim() != 1 or q.shape != k.shape:
+        raise ValueError(f"q and k must be 1-D vectors of one head_dim, got {tuple(q.shape)} "
+                         f"and {tuple(k.shape)}")
+    cos, sin = rope_cos_sin(max_distance + 1, q.shape[0], rope_theta)  # (d, head_dim)
+    rotated = apply_rope(q.expand(1, max_distance + 1, 1, -1), cos, sin)  # (1, d, 1, hd)
+    return rotated[0, :, 0] @ k.to(rotated.dtype)
+
+
 # ---------------------------------------------------------------------------------------
 # RoPE, interleaved layout with complex numbers (Meta's reference code)
 

@@ -19,9 +19,11 @@ from llama_edu.positions import (
     rope_cos_sin,
     rope_freqs_cis,
     rope_inv_freq,
+    rope_scores_by_distance,
     rotate_half,
     sinusoidal,
 )
+from llama_edu.widgets.positions import alibi_explorer, rope_explorer
 
 hf_llama = pytest.importorskip("transformers.models.llama.modeling_llama")
 HFLlamaConfig = pytest.importorskip("transformers").LlamaConfig
@@ -116,6 +118,21 @@ def test_q_dot_k_depends_only_on_the_offset(m, n, shift):
         return (q_i * k_j).sum().item()
 
     assert math.isclose(score(m, n), score(m + shift, n + shift), rel_tol=1e-4, abs_tol=1e-4)
+
+
+def test_scores_by_distance_match_rotating_both_vectors_and_decay_for_ones():
+    torch.manual_seed(6)
+    q, k = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    scores = rope_scores_by_distance(q, k, 40)
+    cos, sin = (t.double() for t in rope_cos_sin(60, 16))
+    q_at_50 = apply_rope(q.view(1, 1, 1, 16), cos[50:51], sin[50:51]).flatten()
+    k_at_20 = apply_rope(k.view(1, 1, 1, 16), cos[20:21], sin[20:21]).flatten()
+    assert math.isclose(scores[30].item(), (q_at_50 @ k_at_20).item(), rel_tol=1e-5)
+    ones = torch.ones(64)
+    decay = rope_scores_by_distance(ones, ones, 512) / 64
+    assert decay[0] == 1 and decay[256:].mean() < 0.5 * decay[:8].mean()
+    with pytest.raises(ValueError, match="1-D vectors"):
+        rope_scores_by_distance(q, k[:8], 4)
 
 
 def test_rotary_embedding_caches_tables_per_device_and_is_not_saved():
@@ -323,3 +340,21 @@ def test_bad_sinusoidal_and_alibi_inputs_are_refused():
         alibi_slopes(0)
     with pytest.raises(TypeError, match="n_heads must be an int"):
         alibi_slopes(8.0)
+
+
+# --- explorers ----------------------------------------------------------------------------
+
+def test_explorers_draw_and_redraw_on_every_control():
+    rope = rope_explorer(head_dim=16, max_position=32, max_distance=64)
+    alibi = alibi_explorer()
+    for explorer, changes in ((rope, {"position": 20, "pair": 3, "rope_theta": 500_000.0}),
+                              (alibi, {"n_heads": 12, "head": 15, "seq_len": 8})):
+        assert bytes(explorer.image.value).startswith(b"\x89PNG")
+        for name, value in changes.items():
+            before = explorer.redraws
+            explorer.controls[name].value = value
+            assert explorer.redraws == before + 1, name
+        assert not explorer.errors.outputs, explorer.errors.outputs
+    fig = alibi.figure(n_heads=6, head=5, seq_len=5)
+    assert fig.axes[0].get_title().startswith("head 5 of 6")
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes[:1] + fig.axes[-1:])
