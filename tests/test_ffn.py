@@ -109,3 +109,30 @@ def test_bad_arguments_say_what_to_change():
         SwiGLU(8, 0)
     with pytest.raises(ValueError, match="unknown ffn_type"):
         ffn_parameter_count(8, 32, "geglu")
+
+
+def test_activation_curves_have_the_textbook_derivatives():
+    from llama_edu.widgets.ffn import activation_curves
+
+    curves = activation_curves(beta=2.0, x_min=-4.0, x_max=4.0, n_points=81)
+    x = torch.linspace(-4.0, 4.0, 81, dtype=torch.float64)
+    sig = torch.sigmoid(x)
+    torch.testing.assert_close(curves["SiLU = Swish_1"][1], sig * (1 + x * (1 - sig)))
+    torch.testing.assert_close(curves["ReLU"][1], (x > 0).double())
+    sig2 = torch.sigmoid(2.0 * x)
+    torch.testing.assert_close(curves["Swish_2"][1], sig2 + 2.0 * x * sig2 * (1 - sig2))
+    torch.testing.assert_close(curves["GELU"][0], F.gelu(x))
+
+
+def test_activation_explorer_redraws_on_beta():
+    import matplotlib.pyplot as plt
+
+    from llama_edu.widgets.ffn import activation_explorer
+
+    explorer = activation_explorer(beta=1.0)
+    first = bytes(explorer.image.value)
+    explorer.controls["beta"].value = 5.0
+    assert explorer.redraws == 2 and bytes(explorer.image.value) != first
+    fig = explorer.figure()
+    assert [ax.get_title() for ax in fig.axes] == ["Activations f(x)", "Derivatives f'(x)"]
+    plt.close(fig)

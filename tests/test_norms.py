@@ -126,3 +126,22 @@ def test_bad_arguments_say_what_to_change():
         LayerNorm(4)(torch.ones(2, 4, dtype=torch.long))
     with pytest.raises(TypeError, match="expects a tensor"):
         RMSNorm(4)([1.0, 2.0, 3.0, 4.0])
+
+
+def test_norm_explorer_redraws_and_shows_the_shift_only_in_rmsnorm():
+    import matplotlib.pyplot as plt
+
+    from llama_edu.widgets.norms import draw_norm_distributions, norm_explorer
+
+    explorer = norm_explorer(shift=0.0, scale=1.0)
+    first = bytes(explorer.image.value)
+    explorer.controls["shift"].value = 4.0
+    assert explorer.redraws == 2 and bytes(explorer.image.value) != first
+    fig = draw_norm_distributions(shift=4.0, scale=10.0)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1].startswith("LayerNorm(x)\nmean +0.00, RMS 1.00")
+    assert titles[2].startswith("RMSNorm(x)") and "RMS 1.00" in titles[2]
+    assert "mean +0.00" not in titles[2]          # the shift survives RMSNorm
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)
+    assert plt.get_fignums() == []
