@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import heapq
 import re
+from itertools import repeat
+from operator import add
 from pathlib import Path
 
 from .spm_model import (
@@ -43,6 +45,7 @@ SPACE = "\u2581"  # ▁ LOWER ONE EIGHTH BLOCK: a space inside a piece
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CACHE_LIMIT = 200_000  # chunks remembered by one codec before the cache is cleared
 _CACHE_CHUNK = 64       # longest chunk (in characters) that is remembered
+_SHORT = 32             # chunks up to this many characters merge by rescanning, longer by heap
 
 
 def _utf8_length(lead: int) -> int:
@@ -294,87 +297,100 @@ class SentencePieceBPE:
         return out
 
     def _encode_chunk(self, text: str, with_pieces: bool = False) -> list:
-        """BPE by score on one chunk: a linked list of symbols and a heap of candidate pairs.
+        """Ids of one chunk (or (piece, id) pairs): cut into symbols, merge, look up."""
+        if not text:
+            return []
+        rev_merge: dict[str, tuple[str, str]] = {}
+        if self._user_defined is not None:  # a user-defined symbol never merges
+            symbols = self._user_defined.findall(text)
+            frozen = [s in self._user_defined_set for s in symbols]
+            symbols = self._merge_heap(symbols, frozen, rev_merge)
+        elif self._has_unused:
+            symbols = self._merge_heap(list(text), None, rev_merge)
+        elif len(text) <= _SHORT:
+            symbols = self._merge_short(list(text))
+        else:
+            symbols = self._merge_heap(list(text), None, None)
+        out: list = []
+        if rev_merge or with_pieces or self._has_unused:
+            for piece in symbols:
+                if piece:
+                    self._emit(piece, out, rev_merge, with_pieces)
+            return out
+        to_id, unk = self._to_id, self.unk_id
+        for piece in symbols:
+            if piece:
+                i = to_id.get(piece, unk)
+                if i == unk and self.byte_fallback:
+                    out += [self._byte_ids[b] for b in piece.encode("utf-8")]
+                else:
+                    out.append(i)
+        return out
+
+    def _merge_heap(self, symbols: list[str], frozen: list[bool] | None,
+                    rev_merge: dict | None) -> list[str]:
+        """BPE by score with a linked list of symbols and a heap of candidate pairs.
 
         Heap entries are (-score, left, right, length of the merged piece): the best score
         comes first, then the leftmost pair. An entry is stale once either side has changed,
-        which shows as an empty side or a different total length.
+        which shows as an empty side or a different total length. Merged-away symbols are
+        left as empty strings. `frozen` marks user-defined symbols; `rev_merge` records how
+        UNUSED pieces were made, to split them again (as sentencepiece does).
         """
-        if not text:
-            return []
-        general = self._user_defined is not None or self._has_unused
-        if self._user_defined is None:
-            symbols, frozen = list(text), None
-        else:  # a user-defined symbol is one symbol that never merges
-            symbols = self._user_defined.findall(text)
-            frozen = [s in self._user_defined_set for s in symbols]
         score, types, mergeable = self._score, self.types, self._mergeable
-        rev_merge: dict[str, tuple[str, str]] = {}
+        n = len(symbols)
 
         def candidate(left: int, right: int):
-            """The heap entry for merging two symbols, or None (models with special pieces)."""
             if frozen is not None and (frozen[left] or frozen[right]):
                 return None
             merged = symbols[left] + symbols[right]
             s = score.get(merged)
             if s is None:
                 return None
-            if types[mergeable[merged]] == UNUSED:  # remembered to split it again at the end
+            if rev_merge is not None and types[mergeable[merged]] == UNUSED:
                 rev_merge[merged] = (symbols[left], symbols[right])
             return (-s, left, right, len(merged))
 
-        n = len(symbols)
-        if general:
-            heap = [c for c in map(candidate, range(n - 1), range(1, n)) if c is not None]
-        else:  # the common case, inlined: this loop is where encoding spends its time
-            heap = []
-            for i in range(n - 1):
-                merged = symbols[i] + symbols[i + 1]
-                s = score.get(merged)
-                if s is not None:
-                    heap.append((-s, i, i + 1, len(merged)))
+        heap = [c for c in map(candidate, range(n - 1), range(1, n)) if c is not None]
         heapq.heapify(heap)
         prev, nxt = list(range(-1, n - 1)), list(range(1, n + 1))
-        push, pop = heapq.heappush, heapq.heappop
         while heap:
-            _, left, right, size = pop(heap)
+            _, left, right, size = heapq.heappop(heap)
             a, b = symbols[left], symbols[right]
             if not a or not b or len(a) + len(b) != size:
                 continue  # stale: a side has merged since this pair was pushed
-            symbols[left] = ab = a + b
-            symbols[right] = ""
+            symbols[left], symbols[right] = a + b, ""
             after = nxt[right]
             nxt[left] = after
-            before = prev[left]
             if after < n:
                 prev[after] = left
-            for i, j in ((before, left), (left, after)):  # the two new neighbour pairs
-                if i < 0 or j >= n:
-                    continue
-                if general:
-                    c = candidate(i, j)
-                    if c is not None:
-                        push(heap, c)
-                    continue
-                merged = symbols[i] + ab if j == left else ab + symbols[j]
-                s = score.get(merged)
-                if s is not None:
-                    push(heap, (-s, i, j, len(merged)))
-        if general or with_pieces:
-            out: list = []
-            for piece in symbols:
-                if piece:
-                    self._emit(piece, out, rev_merge, with_pieces)
-            return out
-        ids, to_id, unk = [], self._to_id, self.unk_id
-        for piece in symbols:
-            if piece:
-                i = to_id.get(piece, unk)
-                if i == unk and self.byte_fallback:
-                    ids += [self._byte_ids[b] for b in piece.encode("utf-8")]
-                else:
-                    ids.append(i)
-        return ids
+                c = candidate(left, after)
+                if c is not None:
+                    heapq.heappush(heap, c)
+            if prev[left] >= 0:
+                c = candidate(prev[left], left)
+                if c is not None:
+                    heapq.heappush(heap, c)
+        return symbols
+
+    def _merge_short(self, symbols: list[str]) -> list[str]:
+        """The same merges for a short chunk, by rescanning: a list holds each adjacent
+        pair's score, max() finds the best and index() the leftmost of equals."""
+        get, none = self._score.get, float("-inf")
+        scores = list(map(get, map(add, symbols, symbols[1:]), repeat(none)))  # fast in C
+        while scores:
+            best = max(scores)
+            if best == none:
+                break
+            i = scores.index(best)
+            merged = symbols[i] + symbols[i + 1]
+            symbols[i:i + 2] = [merged]
+            del scores[i]   # scores[i] is now the pair (merged, symbols[i + 1])
+            if i > 0:
+                scores[i - 1] = get(symbols[i - 1] + merged, none)
+            if i < len(scores):
+                scores[i] = get(merged + symbols[i + 1], none)
+        return symbols
 
     def _emit(self, piece: str, ids: list, rev_merge: dict, with_pieces: bool) -> None:
         """Append the id of a final symbol: UNUSED pieces split again, unknowns as bytes."""
