@@ -245,3 +245,12 @@ def test_bad_ids_and_inputs_raise_clear_errors(models):
     no_bos = SentencePieceBPE.from_file(models["user_symbols"])
     with pytest.raises(ValueError, match="no <s> control piece"):
         no_bos.encode("hi", bos=True)
+
+
+@SETTINGS
+@given(st.text(st.sampled_from(list("▁▁▁etaoinshrdlu.,()0123")), max_size=80))
+def test_property_rescanning_and_heap_merge_alike(models, chunk):
+    """Short chunks merge by rescanning a list, long ones with a heap: the same merges."""
+    sp, _ = _pair_cached(models["llama"])
+    heap = [piece for piece in sp._merge_heap(list(chunk), None, None) if piece]
+    assert sp._merge_short(list(chunk)) == heap
