@@ -357,4 +357,4 @@ def test_explorers_draw_and_redraw_on_every_control():
         assert not explorer.errors.outputs, explorer.errors.outputs
     fig = alibi.figure(n_heads=6, head=5, seq_len=5)
     assert fig.axes[0].get_title().startswith("head 5 of 6")
-    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes[:1] + fig.axes[-1:])
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes[:2])
