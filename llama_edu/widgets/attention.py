@@ -183,7 +183,7 @@ def kv_cache_explorer(model: nn.Module, tokenizer=None, text: str = "The cat sat
         return fig
 
     controls = {
-        "step": widgets.IntSlider(0, 0, n - 1, description="step"),
+        "step": widgets.IntSlider(n // 2, 0, n - 1, description="step"),
         "layer": widgets.IntSlider(0, 0, model.config.n_layers - 1, description="layer"),
         "head": widgets.IntSlider(0, 0, model.config.n_heads - 1, description="head"),
     }
