@@ -1,0 +1,271 @@
+"""The command line: `python -m llama_edu train ...` and `python -m llama_edu generate ...`.
+
+    python -m llama_edu train --preset tiny --data course --steps 2000 --out runs/tiny
+    torchrun --nproc_per_node 2 -m llama_edu train --preset tiny --steps 200 --out runs/dp
+    python -m llama_edu generate --checkpoint runs/tiny --prompt "Once upon a time"
+
+Mistakes (a missing file, a bad option) end with a one-line message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .train import COURSE_MODEL, COURSE_TOKENIZER, TrainConfig
+
+_DEFAULTS = TrainConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _positive_int(text) if text != "0" else 0
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import PRESETS
+
+    parser = _Parser(prog="python -m llama_edu",
+                     description="Train a small Llama 2 on the course corpus (or your own "
+                                 "text) and generate text from it.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate}",
+                                     parser_class=_Parser)
+    commands.required = True
+
+    t = commands.add_parser(
+        "train", help="train a model with the Llama 2 recipe",
+        description="Train a Llama with AdamW (beta1 0.9, beta2 0.95, eps 1e-5, weight decay "
+                    "on matrices), linear warmup then cosine decay to 10%% of the peak, "
+                    "gradient clipping; bf16 autocast on CUDA, fp32 on CPU. Under "
+                    "`torchrun --nproc_per_node N -m llama_edu train ...` it trains data "
+                    "parallel (each process takes its share of every batch).")
+    t.add_argument("--preset", default=None, choices=[p for p in PRESETS if "llama" not in p],
+                   help="model size from llama_edu.model.PRESETS (default: tiny)")
+    t.add_argument("--data", default=None,
+                   help="'course' (Python's help texts + the course's stories), 'pydoc', "
+                        "'stories', or the path of a UTF-8 text file (default: course)")
+    t.add_argument("--out", required=True,
+                   help="directory for the checkpoint (model.safetensors, config.json, "
+                        "optimizer.safetensors, trainer_state.json, tokenizer.model)")
+    t.add_argument("--steps", type=_positive_int, help=f"optimizer steps ({_DEFAULTS.steps})")
+    t.add_argument("--batch-size", type=_positive_int,
+                   help=f"sequences per step, summed over processes ({_DEFAULTS.batch_size})")
+    t.add_argument("--seq-len", type=_positive_int,
+                   help=f"tokens per training sequence ({_DEFAULTS.seq_len})")
+    t.add_argument("--lr", type=_float, help=f"peak learning rate ({_DEFAULTS.lr})")
+    t.add_argument("--warmup", type=_count,
+                   help=f"steps of linear warmup ({_DEFAULTS.warmup})")
+    t.add_argument("--weight-decay", type=_float,
+                   help=f"AdamW decoupled weight decay on matrices ({_DEFAULTS.weight_decay})")
+    t.add_argument("--clip", type=_float,
+                   help=f"max gradient norm; 0 turns clipping off ({_DEFAULTS.clip})")
+    t.add_argument("--eval-every", type=_count,
+                   help=f"steps between validation losses ({_DEFAULTS.eval_every})")
+    t.add_argument("--eval-batches", type=_positive_int,
+                   help=f"batches per validation loss ({_DEFAULTS.eval_batches})")
+    t.add_argument("--save-every", type=_count,
+                   help="steps between checkpoints; 0 saves at the end only (0)")
+    t.add_argument("--seed", type=int, help="seed for the weights and the batches (0)")
+    t.add_argument("--tokenizer", default=None,
+                   help="SentencePiece model file (default: the course's assets/tokenizer.model)")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda or mps (default: the best available; set by torchrun's "
+                        "LOCAL_RANK under NCCL)")
+    t.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads for torch (default: torch's choice)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out with its saved settings")
+    t.add_argument("--weights-only", action="store_true",
+                   help="save no optimizer state (a smaller checkpoint that cannot be resumed)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    g = commands.add_parser(
+        "generate", help="continue a prompt with a trained model",
+        description="Generate text with the KV cache: greedy by default, or sampling with "
+                    "--temperature, --top-k and --top-p. Tokens are printed as they come.")
+    g.add_argument("--checkpoint", default=str(COURSE_MODEL),
+                   help="directory with model.safetensors and config.json (default: the "
+                        "course's shipped tiny model, assets/tiny)")
+    g.add_argument("--prompt", required=True, help="the text to continue (any UTF-8 text)")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=100,
+                   help="most tokens to add (100)")
+    g.add_argument("--temperature", type=_float, default=0.0,
+                   help="0 is greedy; higher samples more freely (0)")
+    g.add_argument("--top-k", type=_positive_int, default=None,
+                   help="sample only among the k most likely tokens (off)")
+    g.add_argument("--top-p", type=_float, default=None,
+                   help="sample only among the most likely tokens whose probabilities add up "
+                        "to p, in (0, 1] (off)")
+    g.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
+    g.add_argument("--tokenizer", default=None,
+                   help="SentencePiece model file (default: the checkpoint's tokenizer.model, "
+                        "else the course's)")
+    g.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# train
+
+
+_TRAIN_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "seq_len": "seq_len",
+                  "lr": "lr", "warmup": "warmup", "weight_decay": "weight_decay",
+                  "clip": "clip", "eval_every": "eval_every", "eval_batches": "eval_batches",
+                  "save_every": "save_every", "seed": "seed"}
+
+
+def _train_config(args, saved: dict | None) -> TrainConfig:
+    given = {field: getattr(args, option) for option, field in _TRAIN_OPTIONS.items()
+             if getattr(args, option) is not None}
+    if "clip" in given and given["clip"] == 0:
+        given["clip"] = None
+    if saved is None:
+        return TrainConfig(**given)
+    differ = [f"--{k.replace('_', '-')}" for k, v in given.items() if saved[k] != v]
+    if differ:
+        raise ValueError(f"{', '.join(differ)} differ from the run saved in {args.out}; "
+                         "--resume continues with the saved settings, so leave them out")
+    return TrainConfig(**saved)
+
+
+def _train(args) -> None:
+    import json
+
+    import torch
+
+    from . import parallel
+    from .data import TokenDataset, load_corpus, load_tokenizer
+    from .device import pick_device
+    from .model import Llama, LlamaConfig
+    from .train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    saved = None
+    if args.resume:
+        state_file = out / "trainer_state.json"
+        if not state_file.is_file():
+            raise FileNotFoundError(f"nothing to resume: {str(state_file)!r} does not exist")
+        saved = json.loads(state_file.read_text("utf-8"))
+        for option in ("preset", "data", "tokenizer"):
+            if getattr(args, option) is not None and getattr(args, option) != saved[option]:
+                raise ValueError(f"--{option} {getattr(args, option)} differs from the run "
+                                 f"saved in {args.out} ({saved[option]}); leave it out")
+    config = _train_config(args, saved and saved["train_config"])
+    preset = saved["preset"] if saved else args.preset or "tiny"
+    source = saved["data"] if saved else args.data or "course"
+    tokenizer_path = (saved["tokenizer"] if saved else args.tokenizer) or str(COURSE_TOKENIZER)
+
+    rank, world, device = parallel.init_distributed()
+    if world == 1:
+        device = pick_device(args.device)
+    main = rank == 0
+    tokenizer = load_tokenizer(tokenizer_path)
+    text = load_corpus(source)
+    data = TokenDataset.from_text(text, tokenizer)
+    if main:
+        print(f"data: {source} -> {data}; tokenizer vocab {tokenizer.vocab_size}; "
+              f"{world} process(es) on {device}")
+    torch.manual_seed(config.seed)
+    model_config = LlamaConfig.from_preset(preset, vocab_size=tokenizer.vocab_size)
+    model = Llama(model_config).to(device)
+    if args.resume and saved["model_config"] != model_config.to_dict():
+        raise ValueError(f"the model saved in {args.out} is not preset {preset!r} with this "
+                         "tokenizer; start a new --out")
+    extra = {"preset": preset, "data": source, "tokenizer": tokenizer_path,
+             "model_config": model_config.to_dict(), "world_size": world,
+             "command": "python -m llama_edu " + shlex.join(args.argv)}
+    began = time.perf_counter()
+    history = train(model, data, config, out=out, resume=args.resume,
+                    progress=not args.quiet, save_optimizer=not args.weights_only,
+                    extra_state=extra)
+    if main:
+        shutil.copyfile(tokenizer_path, out / "tokenizer.model")
+        print(f"done: {len(history.step)} steps; final validation loss "
+              f"{history.val_loss[-1]:.3f} nats/token; {time.perf_counter() - began:.0f} s "
+              f"this session; checkpoint in {out}")
+    parallel.cleanup()
+
+
+# ---------------------------------------------------------------------------------------
+# generate
+
+
+def _generate(args) -> None:
+    import torch
+
+    from .data import load_tokenizer
+    from .device import pick_device
+    from .generate import stream_text
+    from .train import load_model
+
+    checkpoint = Path(args.checkpoint)
+    model = load_model(checkpoint, pick_device(args.device))
+    tokenizer_path = args.tokenizer or (checkpoint / "tokenizer.model"
+                                        if (checkpoint / "tokenizer.model").is_file()
+                                        else COURSE_TOKENIZER)
+    tokenizer = load_tokenizer(tokenizer_path)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} pieces but the model "
+                         f"expects {model.config.vocab_size}; pass the matching --tokenizer")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    generator = torch.Generator(model.embed_tokens.weight.device).manual_seed(args.seed)
+    if hasattr(sys.stdout, "reconfigure"):          # Chinese text on any terminal locale
+        sys.stdout.reconfigure(encoding="utf-8")
+    sys.stdout.write(args.prompt)
+    for piece in stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
+                             temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, generator=generator):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        (_train if args.command == "train" else _generate)(args)
+    except (ValueError, TypeError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"python -m llama_edu {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+

@@ -1,0 +1,195 @@
+"""Sampling filters, cached generation, batching, streaming and parity with HF generate."""
+
+import pytest
+import torch
+
+from llama_edu.generate import (
+    apply_temperature,
+    filter_logits,
+    generate,
+    generate_no_cache,
+    generate_text,
+    left_pad,
+    sample_next,
+    stream,
+    stream_text,
+    top_k_filter,
+    top_p_filter,
+)
+from llama_edu.model import Llama, LlamaConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes run fastest on one thread (no thread start-up or spinning per op)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return Llama(LlamaConfig.from_preset("micro")).eval()
+
+
+def test_temperature_divides_and_rejects_zero():
+    logits = torch.tensor([2.0, 1.0, -1.0])
+    assert torch.allclose(apply_temperature(logits, 0.5), logits * 2)
+    with pytest.raises(ValueError, match="greedy"):
+        apply_temperature(logits, 0.0)
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0], [0.0, -1.0, 2.0, 1.0]])
+    kept = torch.isfinite(top_k_filter(logits, 2))
+    assert kept.tolist() == [[False, True, False, True], [False, False, True, True]]
+    assert torch.equal(top_k_filter(logits, 10), logits)
+    with pytest.raises(ValueError, match="top_k"):
+        top_k_filter(logits, 0)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.05, 0.5, 0.2, 0.25])
+    logits = probs.log()
+    kept = lambda p: torch.isfinite(top_p_filter(logits, p)).tolist()  # noqa: E731
+    assert kept(0.5) == [False, True, False, False]        # 0.5 alone reaches 0.5
+    assert kept(0.6) == [False, True, False, True]         # 0.5 + 0.25
+    assert kept(0.9) == [False, True, True, True]          # 0.95 >= 0.9
+    assert kept(0.01) == [False, True, False, False]       # the top token always stays
+    assert kept(1.0) == [True] * 4
+    with pytest.raises(ValueError, match="top_p"):
+        top_p_filter(logits, 0.0)
+
+
+def test_filters_match_hf_logits_processors():
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    torch.manual_seed(1)
+    logits = torch.randn(3, 50) * 3
+    ours = filter_logits(logits, 0.7, top_k=20, top_p=0.8)
+    theirs = logits.clone()
+    for warper in (TemperatureLogitsWarper(0.7), TopKLogitsWarper(20), TopPLogitsWarper(0.8)):
+        theirs = warper(None, theirs)
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(theirs))
+    assert torch.allclose(ours[torch.isfinite(ours)], theirs[torch.isfinite(theirs)])
+
+
+def test_sampling_follows_the_filtered_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]]).expand(4000, 4)
+    generator = torch.Generator().manual_seed(0)
+    ids = sample_next(logits, temperature=1.0, top_k=2, generator=generator)
+    assert set(ids.tolist()) == {2, 3}
+    share = (ids == 3).float().mean().item()
+    assert abs(share - 1 / (1 + torch.e ** -1)) < 0.03      # e^3 / (e^2 + e^3) = 0.731
+    assert sample_next(logits[:1], temperature=0.0).tolist() == [3]
+
+
+def test_cached_greedy_equals_the_no_cache_path(micro):
+    prompt = [1, 17, 42, 99, 5]
+    assert generate(micro, prompt, 20) == generate_no_cache(micro, prompt, 20)
+    assert generate(micro, torch.tensor(prompt), 20) == generate(micro, prompt, 20)
+
+
+def test_batched_unequal_prompts_equal_one_at_a_time(micro):
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8], [7, 7, 7, 3]]
+    batched = generate(micro, prompts, 12)
+    assert batched == [generate(micro, p, 12) for p in prompts]
+    assert batched == generate_no_cache(micro, prompts, 12)
+
+
+def test_left_pad_masks_and_positions():
+    tokens, mask, positions = left_pad([[5, 6, 7], [8]])
+    assert tokens.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_eos_stops_each_row(micro):
+    prompt = [3, 4, 5]
+    free = generate(micro, prompt, 15)
+    eos = free[4]
+    stopped = generate(micro, prompt, 15, eos_id=eos)
+    assert stopped == free[:free.index(eos) + 1]
+    rows = generate(micro, [prompt, [9, 9, 9, 9]], 15, eos_id=eos)
+    assert rows[0] == stopped and rows[1] == generate(micro, [9, 9, 9, 9], 15, eos_id=eos)
+
+
+def test_sampling_is_seeded_and_streaming_matches(micro):
+    kwargs = dict(temperature=0.9, top_k=50, top_p=0.9)
+    a = generate(micro, [1, 2, 3], 25, **kwargs, generator=torch.Generator().manual_seed(7))
+    b = generate(micro, [1, 2, 3], 25, **kwargs, generator=torch.Generator().manual_seed(7))
+    c = list(stream(micro, [1, 2, 3], 25, **kwargs, generator=torch.Generator().manual_seed(7)))
+    assert a == b == c and len(a) == 25
+    d = generate(micro, [1, 2, 3], 25, **kwargs, generator=torch.Generator().manual_seed(8))
+    assert a != d
+
+
+def test_stream_is_lazy(micro, monkeypatch):
+    import llama_edu.generate as gen
+
+    calls = []
+    real = gen.sample_next
+    monkeypatch.setattr(gen, "sample_next", lambda *a, **k: calls.append(1) or real(*a, **k))
+    iterator = stream(micro, [1, 2, 3], 50)
+    assert isinstance(next(iterator), int) and len(calls) == 1   # one token, one step
+
+
+def test_clear_errors(micro):
+    with pytest.raises(ValueError, match="max_seq_len"):
+        generate(micro, [1] * 100, 100)
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(micro, [], 5)
+    with pytest.raises(ValueError, match="lie in"):
+        generate(micro, [1, 999], 5)
+    with pytest.raises(TypeError, match="encode text"):
+        generate(micro, "hello", 5)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(micro, [1, 2], 5, temperature=-1.0)
+    with pytest.raises(ValueError, match="one prompt"):
+        list(stream(micro, [[1, 2], [3]], 5))
+    assert generate(micro, [1, 2], 0) == []
+
+
+def test_text_streaming_holds_back_split_characters(monkeypatch):
+    import llama_edu.generate as gen
+
+    class ByteTokenizer:          # ids are UTF-8 bytes + 3, as with byte fallback
+        eos_id = 2
+
+        def encode(self, text, bos=False, eos=False):
+            return [1] * bos + [b + 3 for b in text.encode()]
+
+        def decode(self, ids):
+            return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
+
+    script = iter([b + 3 for b in "猫a".encode()])          # 3 bytes for 猫, then "a"
+    monkeypatch.setattr(gen, "sample_next", lambda *a, **k: torch.tensor([next(script)]))
+    model = Llama(LlamaConfig.from_preset("micro", vocab_size=259)).eval()
+    pieces = list(stream_text(model, ByteTokenizer(), "x", max_new_tokens=4))
+    assert pieces == ["猫", "a"]
+
+
+def test_greedy_equals_hf_generate(micro):
+    interop = pytest.importorskip("llama_edu.interop")
+    if not hasattr(interop, "to_hf_model"):
+        pytest.skip("llama_edu.interop.to_hf_model not available yet")
+    hf = interop.to_hf_model(micro).eval()
+    prompt = [1, 17, 42, 99, 5, 8]
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=30, do_sample=False,
+                      attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                      pad_token_id=0, eos_token_id=None)
+    assert generate(micro, prompt, 30) == out[0, len(prompt):].tolist()
+
+
+def test_generate_text_round_trip():
+    from llama_edu.train import load_course_model
+
+    model, tokenizer = load_course_model()
+    text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=20)
+    assert isinstance(text, str) and len(text) > 0
