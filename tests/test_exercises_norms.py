@@ -29,13 +29,15 @@ def test_reference_answers_pass(capsys):
     check_shift_invariant("layernorm")
     check_shift_invariant("LayerNorm")
     check_shift_invariant(LayerNorm)
+    check_shift_invariant(lambda: "layer norm")
     out = capsys.readouterr()
-    assert out.out.count("\n") == 5 and out.err == ""
+    assert out.out.count("\n") == 6 and out.err == ""
 
 
-def test_unwritten_rmsnorm_says_so():
+@pytest.mark.parametrize("check", [check_rmsnorm, check_shift_invariant])
+def test_unwritten_answers_say_so(check):
     with pytest.raises(AssertionError, match="not written yet"):
-        check_rmsnorm(stub)
+        check(stub)
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -75,6 +77,7 @@ def test_a_crashing_rmsnorm_is_reported_in_words():
     ("neither", "one of them is"),
     ("batchnorm", "answer with one of"),
     (None, "answer with one of"),
+    (lambda: "rmsnorm", "not RMSNorm"),
 ])
 def test_shift_invariance_answers_get_explanations(answer, message):
     with pytest.raises(AssertionError, match=message):

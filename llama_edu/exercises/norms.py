@@ -123,8 +123,12 @@ def _normalise_answer(answer) -> str | None:
 
 def check_shift_invariant(answer) -> None:
     """answer: which norm gives the same output when a constant is added to every entry of
-    the input vector: "layernorm", "rmsnorm", "both" or "neither"."""
+    the input vector: "layernorm", "rmsnorm", "both" or "neither" (or a function that
+    returns one of them)."""
     choice = _normalise_answer(answer)
+    if choice is None and callable(answer):           # a function that returns the answer
+        answer = call(answer, what="your answer function")
+        choice = _normalise_answer(answer)
     expect(choice is not None,
            f"answer with one of 'layernorm', 'rmsnorm', 'both' or 'neither', got {answer!r}")
     x = torch.randn(4, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
