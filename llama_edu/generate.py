@@ -224,9 +224,10 @@ def stream_text(model: Llama, tokenizer, prompt: str, max_new_tokens: int = 64,
                 **sampling) -> Iterator[str]:
     """Yield text pieces as they are generated. A character split over several byte tokens
     (<0xE7><0x8C><0xAB> for 猫) is held back until all of its bytes have arrived."""
-    ids: list[int] = []
-    shown = ""
-    for token in stream(model, tokenizer.encode(prompt, bos=True), max_new_tokens,
+    prompt_ids = tokenizer.encode(prompt, bos=True)
+    ids = list(prompt_ids)
+    shown = tokenizer.decode(prompt_ids)      # decode with the prompt: keeps the leading space
+    for token in stream(model, prompt_ids, max_new_tokens,
                         eos_id=sampling.pop("eos_id", tokenizer.eos_id), **sampling):
         ids.append(token)
         text = tokenizer.decode(ids)

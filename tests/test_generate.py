@@ -193,3 +193,26 @@ def test_generate_text_round_trip():
     model, tokenizer = load_course_model()
     text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=20)
     assert isinstance(text, str) and len(text) > 0
+
+
+def test_streamed_text_keeps_the_space_before_a_word(monkeypatch):
+    import llama_edu.generate as gen
+    from llama_edu.train import load_course_model
+
+    model, tokenizer = load_course_model()
+    ids = tokenizer.encode("time, 小猫")                         # "▁time" first
+    script = iter(ids)
+    monkeypatch.setattr(gen, "sample_next", lambda *a, **k: torch.tensor([next(script)]))
+    pieces = list(stream_text(model, tokenizer, "Once upon a", max_new_tokens=len(ids)))
+    assert pieces[0] == " time" and "".join(pieces) == " time, 小猫"
+
+
+def test_sampling_explorer_redraws_without_stderr(capfd):
+    from llama_edu.widgets.generate import plot_text, sampling_explorer
+
+    explorer = sampling_explorer(prompt="小猫 and the fox", temperature=0.8, top_k=40)
+    explorer.controls["top_p"].value = 0.5
+    explorer.controls["temperature"].value = 0.0
+    assert explorer.redraws == 3 and explorer._png.startswith(b"\x89PNG")
+    assert capfd.readouterr().err == ""
+    assert plot_text("猫a") == "U+732Ba"
