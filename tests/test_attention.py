@@ -337,6 +337,30 @@ def test_cached_decoding_with_left_padding_equals_the_full_forward():
     torch.testing.assert_close(torch.cat(steps, 1)[real], full[real], **TOL)
 
 
+@pytest.mark.parametrize("attn_impl", ["sdpa", "plain"])
+def test_training_through_left_padding_keeps_gradients_finite(attn_impl):
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("micro", attn_impl=attn_impl))
+    tokens = torch.randint(0, 256, (2, 10))
+    attention_mask = torch.ones(2, 10, dtype=torch.long)
+    attention_mask[1, :4] = 0                # the pad queries see no key at all
+    logits = model(tokens, attention_mask=attention_mask)
+    logits[attention_mask.bool()].logsumexp(-1).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_left_padding_leaves_the_real_tokens_logits_unchanged():
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("micro")).eval()
+    tokens = torch.randint(0, 256, (1, 6))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), tokens], 1)
+    attention_mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+    positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    for position_ids in (None, positions):   # RoPE sees only offsets, so both work
+        out = model(padded, attention_mask=attention_mask, position_ids=position_ids)
+        torch.testing.assert_close(out[:, 3:], model(tokens), **TOL)
+
+
 def test_attention_module_cache_equals_full_attention():
     torch.manual_seed(0)
     layer = Attention(16, 4, 2)
