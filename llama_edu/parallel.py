@@ -892,10 +892,31 @@ def run_in_sequence(rank: int, world_size: int, calls: list) -> list:
     return [fn(rank, world_size, *args) for fn, args in calls]
 
 
+def time_all_reduce(rank: int, world_size: int, sizes: list[int], repeats: int = 10) -> dict:
+    """Launch me: seconds per all-reduce of `size` float32 values, for each size: the best
+    of `repeats` after one warm-up (the least disturbed by other work on the machine)."""
+    device = current_device()
+    seconds = {}
+    for size in sizes:
+        tensor = torch.ones(size, device=device)
+        times = []
+        for _ in range(repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            dist.all_reduce(tensor)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        seconds[size] = min(times[1:])
+    return seconds
+
+
 def probe_grad(shape, seed: int = 0) -> Tensor:
     """A fixed random output gradient, the same in every process: out.backward(probe_grad)
-    checks every path at once, as the loss sum(out * probe) would."""
-    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed))
+    checks every path at once, as the loss sum(out * probe) would. Scaled by
+    1/sqrt(numel) so that gradients stay of order one however big the output is."""
+    probe = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed))
+    return probe / max(probe.numel(), 1) ** 0.5
 
 
 def _forward_backward(module: nn.Module, inputs: tuple, kwargs: dict, device) -> dict:
@@ -1031,3 +1052,19 @@ def tensor_parallel_traffic(config: LlamaConfig, world_size: int,
         "sent_per_rank_per_token": values_per_layer * bytes_per_value * layers * ring,
         "flops_per_token_per_rank": 2 * layer_params * layers / p,   # matmuls, forward
     }
+
+
+def tensor_parallel_times(config: LlamaConfig, world_size: int, bandwidth_gb_s: float,
+                          tflops: float = 989.0, bytes_per_value: int = 2) -> tuple[float, float]:
+    """(compute, communication) seconds per token per layer of a forward pass, at peak speed.
+
+    compute = 2 * layer parameters / p / FLOP/s; communication = ring all-reduce bytes sent
+    per rank / link bandwidth (bytes each way). Latency and overlap are left out. The
+    default 989 TFLOP/s is an H100 SXM's dense BF16 peak (NVIDIA's datasheet).
+    """
+    if bandwidth_gb_s <= 0 or tflops <= 0 or world_size < 1:
+        raise ValueError("bandwidth_gb_s and tflops must be positive and world_size >= 1")
+    traffic = tensor_parallel_traffic(config, world_size, bytes_per_value)
+    compute = traffic["flops_per_token_per_rank"] / config.n_layers / (tflops * 1e12)
+    sent = traffic["sent_per_rank_per_token"] / config.n_layers
+    return compute, sent / (bandwidth_gb_s * 1e9)

@@ -105,8 +105,8 @@ def test_data_parallel_gradients_equal_the_big_batch_gradient(runs):
         for key, grad in single["grads"].items():
             _assert_close(result["manual_grads"][key], grad, f"all-reduced {key}")
             _assert_close(result["ddp_grads"][key], grad, f"DDP {key}")
-        for key, weight in single["weights"].items():
-            _assert_close(result["weights"][key], weight, f"weights after 3 steps: {key}")
+        for key, weight in single["weights"].items():   # Adam magnifies last-bit differences
+            torch.testing.assert_close(result["weights"][key], weight, atol=1e-4, rtol=0)
 
 
 def test_a_failing_rank_raises_its_own_error_in_the_parent():
