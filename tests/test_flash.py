@@ -2,12 +2,15 @@
 model, the memory meter, and the Triton kernels (through the interpreter without a GPU)."""
 
 import os
+import subprocess
+import sys
 
 import torch
 
 if not torch.cuda.is_available():  # before anything imports triton (see flash.triton_kernels)
     os.environ["TRITON_INTERPRET"] = "1"
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
@@ -356,3 +359,39 @@ def test_triton_rmsnorm_equals_llama_edu_rmsnorm(kernels, shape, dtype):
 def test_triton_rmsnorm_rejects_a_mismatched_weight(kernels):
     with pytest.raises(ValueError, match="last dimension must match weight"):
         kernels.rmsnorm(torch.randn(2, 8, device=DEVICE), torch.ones(9, device=DEVICE))
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about the CPU interpreter")
+def test_kernels_run_interpreted_even_if_triton_was_imported_first():
+    # torch._dynamo (used by dispatch modes, torch.compile) imports triton without the switch
+    code = ("import triton.language, torch, torch.nn.functional as F\n"
+            "from llama_edu import flash\n"
+            "kernels = flash.triton_kernels()\n"
+            "q = torch.randn(1, 2, 20, 16)\n"
+            "out = kernels.flash_attention(q, q, q, causal=True, block_m=16, block_n=16)\n"
+            "ref = F.scaled_dot_product_attention(q, q, q, is_causal=True)\n"
+            "assert kernels.INTERPRETED and torch.allclose(out, ref, atol=1e-5)\n")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------
+# the tile explorer
+
+def test_tile_explorer_shows_the_skip_and_redraws():
+    from llama_edu.widgets.flash import tile_explorer
+
+    explorer = tile_explorer(seq_len=24, block=8, head_dim=8)
+    fig = explorer.figure(q_block=1, step=2, causal=True)   # rows 8..15, keys 16..23
+    assert "tile 2 is skip" in fig._suptitle.get_text()
+    assert {"running max m", "running sum l", "partial output vs exact"} <= {
+        ax.get_title() for ax in fig.axes}
+    plt.close(fig)
+    redraws = explorer.redraws
+    explorer.controls["causal"].value = False
+    assert explorer.redraws == redraws + 1 and plt.get_fignums() == []
+    with pytest.raises(ValueError, match="must be positive"):
+        tile_explorer(block=0)

@@ -20,17 +20,34 @@ import sys
 import torch
 from torch import Tensor
 
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    if "triton.language" in sys.modules:
-        raise ImportError("triton was imported before its CPU interpreter was switched on, "
-                          "so its kernels cannot run here; restart the Python kernel and "
-                          "call llama_edu.flash.triton_kernels() before anything imports triton")
-    os.environ["TRITON_INTERPRET"] = "1"   # before triton's import and any @triton.jit below
+_IMPORTED_EARLIER = "triton.language" in sys.modules and not os.environ.get("TRITON_INTERPRET")
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"   # before any @triton.jit below
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _reinterpret_triton_language() -> None:
+    """Make triton's own library kernels (tl.max, tl.sum, tl.zeros, ...) interpretable.
+
+    They are @triton.jit functions too, built when triton is first imported. If something
+    imported triton before the switch (torch._dynamo does, e.g. under a TorchDispatchMode),
+    they were built for compilation; rebuild them as importing under the interpreter would.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for namespace in (tl, tl.standard):
+        for name, value in list(vars(namespace).items()):
+            if isinstance(value, JITFunction):
+                setattr(namespace, name, InterpretedFunction(value.fn))
+
+
+if INTERPRETED and _IMPORTED_EARLIER:
+    _reinterpret_triton_language()
 
 
 @triton.jit
