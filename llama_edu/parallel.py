@@ -102,11 +102,13 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     backend = backend or default_backend()
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' (CPU) or 'nccl' (CUDA), got {backend!r}")
+    options = {}
     if backend == "nccl":
         if not torch.cuda.is_available():
             raise ValueError("backend 'nccl' needs CUDA GPUs; use 'gloo' on a CPU")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+        options["device_id"] = torch.device("cuda", local_rank)   # this rank's GPU
+    dist.init_process_group(backend, rank=rank, world_size=world_size, **options)
     return rank, world_size, current_device()
 
 
@@ -178,6 +180,13 @@ def _worker(rank: int, fn: Callable, world_size: int, port: int, backend: str | 
         cleanup()
 
 
+def _remove_error_files(context) -> None:
+    """torch's spawn leaves a child's traceback in a temporary file; we keep it elsewhere."""
+    for path in getattr(context, "error_files", []):
+        if path and os.path.exists(path):
+            os.remove(path)
+
+
 def launch(fn: Callable, world_size: int, *args, backend: str | None = None,
            timeout: float = 300.0) -> list:
     """Run fn(rank, world_size, *args) in `world_size` new processes; return their results.
@@ -224,10 +233,12 @@ def launch(fn: Callable, world_size: int, *args, backend: str | None = None,
             if time.monotonic() > deadline:
                 for process in context.processes:
                     process.kill()
+                _remove_error_files(context)
                 raise TimeoutError(f"launch: {world_size} processes did not finish in "
                                    f"{timeout:g} s (a rank waiting in a collective the "
                                    "others never reach?)")
     except mp.ProcessRaisedException:
+        _remove_error_files(context)
         drain()
         if not errors:
             raise
