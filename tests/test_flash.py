@@ -112,7 +112,7 @@ def test_tiled_attention_equals_naive_attention_and_sdpa(shape, causal):
     torch.testing.assert_close(out, sdpa(q, k, v, causal), atol=ATOL, rtol=ATOL)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(q_len=st.integers(1, 40), extra=st.integers(0, 20), block_q=st.integers(1, 24),
        block_k=st.integers(1, 24), n_kv_heads=st.sampled_from([1, 2, 4]),
        causal=st.booleans())
@@ -290,7 +290,8 @@ def test_tiled_attention_memory_grows_linearly_and_naive_quadratically():
         q, k, v = qkv(1, 2, 2, n, n, 16)
         with torch.no_grad():
             peaks[n] = (flash.peak_memory(attention, q, k, v, is_causal=True),
-                        flash.peak_memory(flash.tiled_attention, q, k, v, causal=True))
+                        flash.peak_memory(flash.tiled_attention, q, k, v, causal=True,
+                                          block_q=128, block_k=128))
     naive_ratio, tiled_ratio = peaks[512][0] / peaks[256][0], peaks[512][1] / peaks[256][1]
     assert 3.5 < naive_ratio < 4.5 and tiled_ratio < 2.1   # N^2 vs at most N
     assert peaks[512][1] * 8 < peaks[512][0]
