@@ -77,7 +77,7 @@ def _mistakes(m, l, acc, scores, v) -> dict[str, tuple[torch.Tensor, torch.Tenso
 
 def check_rescale_step(fn) -> None:
     """fn(m, l, acc, scores, v) -> (m_new, l_new, acc_new): one tile of flash attention."""
-    what = "your step(m, l, acc, scores, v)"
+    what = f"your {_name(fn, 'rescale_step')}(m, l, acc, scores, v)"
     for description, inputs in _step_cases():
         args = tuple(t.clone() for t in inputs)
         result = call(fn, *args, what=what)
@@ -112,6 +112,11 @@ def check_rescale_step(fn) -> None:
                              "sum(p) and acc_new = alpha * acc + p @ v, with "
                              "p = exp(scores - m_new) and alpha = exp(m - m_new)")
     passed("the rescaling step is right: first tile, growing max, masked keys, large scores")
+
+
+def _name(fn, default: str) -> str:
+    name = getattr(fn, "__name__", "")
+    return name if name.isidentifier() else default
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -163,7 +168,7 @@ _TILE_MISTAKES = [
 
 def check_causal_skip(fn) -> None:
     """fn(q_start, q_end, k_start, k_end, offset) -> "skip" | "partial" | "full"."""
-    what = "your block_kind(q_start, q_end, k_start, k_end, offset)"
+    what = f"your {_name(fn, 'tile_kind')}(q_start, q_end, k_start, k_end, offset)"
     tiles = list(_tiles())
     answers = []
     for tile in tiles:
