@@ -3,7 +3,7 @@
 Softmax of a concatenation from its parts, with m = max(x) and l = sum(exp(x - m)):
     m = max(m1, m2),   l = exp(m1 - m) l1 + exp(m2 - m) l2
 so one pass over blocks keeps a running max m, a running sum l and an unnormalised output
-acc, rescaling both by exp(m_old - m_new) whenever the max grows (Milakov & Gimelshein 2018,
+acc, rescaling l and acc by exp(m_old - m_new) whenever the max grows (Milakov & Gimelshein 2018,
 "Online normalizer calculation for softmax"). FlashAttention walks key/value blocks this way
 and never holds the (q_len, kv_len) score matrix (Dao et al. 2022, "FlashAttention: Fast and
 Memory-Efficient Exact Attention with IO-Awareness"); the backward pass recomputes the
@@ -166,7 +166,8 @@ def _grouped(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int,
                    block_k: int) -> tuple[Tensor, Tensor]:
-    """Output (b, h, q_len, dv) and the log-sum-exp of each score row (b, h, q_len), fp32."""
+    """Output (b, h, q_len, dv) and the log-sum-exp of each score row (b, h, q_len), kept in
+    fp32 (fp64 for fp64 inputs)."""
     scale, f32 = 1.0 / math.sqrt(q.shape[-1]), _accumulate_dtype(q)
     qg, kg, vg = _grouped(q, k, v)
     q_len, kv_len, offset = q.shape[2], k.shape[2], k.shape[2] - q.shape[2]
