@@ -61,7 +61,7 @@ class Explorer(widgets.VBox):
         return self.draw(**{**self.values(), **overrides})
 
     def redraw(self) -> None:
-        self.errors.clear_output()
+        self.errors.outputs = ()  # (clear_output() would print escape codes outside Jupyter)
         try:
             fig = self.figure()
             self._png = viz.to_png(fig)
