@@ -439,10 +439,14 @@ class _Sharded(nn.Module):
         self.shard_index = self.rank // replicas
 
     def _check_group(self) -> None:
-        if self.world_size > 1 and _group_size() != self.world_size:
+        if _group_size() != self.world_size:
             raise ValueError(f"{type(self).__name__} was built for world size "
                              f"{self.world_size} but the process group has {_group_size()} "
-                             "ranks; run it under llama_edu.parallel.launch or torchrun")
+                             "rank(s); run it under llama_edu.parallel.launch or torchrun "
+                             "with that many processes")
+        if self.world_size > 1 and dist.get_rank() != self.rank:
+            raise ValueError(f"{type(self).__name__} holds rank {self.rank}'s shard but runs "
+                             f"on rank {dist.get_rank()}; build it with rank=None")
 
     @torch.no_grad()
     def load_full_(self, name: str, full: Tensor) -> None:
