@@ -284,42 +284,19 @@ def train_tokenizer(path: str | os.PathLike, text: str | None = None,
     return path
 
 
-class _SentencePieceLibrary:
-    """The `sentencepiece` library behind the course tokenizer's interface."""
-
-    def __init__(self, path: str | os.PathLike):
-        import sentencepiece as spm
-
-        self.processor = spm.SentencePieceProcessor(model_file=str(path))
-        self.vocab_size = self.processor.vocab_size()
-        self.bos_id, self.eos_id = self.processor.bos_id(), self.processor.eos_id()
-
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self.processor.encode(text)
-        return [self.bos_id] * bos + ids + [self.eos_id] * eos
-
-    def decode(self, ids) -> str:
-        return self.processor.decode(list(ids))
-
-    def id_to_piece(self, i: int) -> str:
-        return self.processor.id_to_piece(int(i))
-
-
 def load_tokenizer(path: str | os.PathLike):
-    """The course tokenizer from a SentencePiece model file.
+    """The course tokenizer from a SentencePiece model file: the course's own
+    `llama_edu.tokenizer.SentencePieceBPE` (lesson 01), id for id equal to sentencepiece.
 
-    Returns an object with encode(text, bos=False, eos=False), decode(ids), id_to_piece(i),
-    vocab_size, bos_id and eos_id: the course's own `SentencePieceBPE` (lesson 01) when the
-    package has it, else the `sentencepiece` library.
+    It offers encode(text, bos=False, eos=False), decode(ids), id_to_piece(i), vocab_size,
+    bos_id and eos_id.
     """
+    from .tokenizer import SentencePieceBPE
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer model at {str(path)!r}; train one with "
                                 "llama_edu.data.train_tokenizer(path)")
-    try:
-        from .tokenizer import SentencePieceBPE
-    except ImportError:
-        return _SentencePieceLibrary(path)
     return SentencePieceBPE.from_file(path)
 
 
