@@ -66,3 +66,12 @@ def test_shipped_block_diagram_is_the_generated_one():
     assert shipped.read_text(encoding="utf-8") == viz.block_diagram_svg(), (
         "assets/llama2_block.svg is stale: regenerate it with "
         "viz.block_diagram_svg() and save it as UTF-8")
+
+
+def test_traffic_explorer_redraws_for_another_bandwidth():
+    from llama_edu.widgets.parallel import traffic_explorer
+
+    explorer = traffic_explorer()
+    first = bytes(explorer.image.value)
+    explorer.controls["bandwidth_gb_s"].value = 50
+    assert explorer.redraws == 2 and bytes(explorer.image.value) != first
