@@ -75,3 +75,20 @@ def test_traffic_explorer_redraws_for_another_bandwidth():
     first = bytes(explorer.image.value)
     explorer.controls["bandwidth_gb_s"].value = 50
     assert explorer.redraws == 2 and bytes(explorer.image.value) != first
+
+
+@pytest.mark.parametrize("primary", ["DejaVu Sans", "DejaVu Sans Mono"])
+def test_chinese_text_draws_without_glyph_warnings(primary):
+    import warnings
+
+    text = viz.drawable("使用字节 ▁Who 45", primary)
+    assert "▁Who 45" in text
+    has_cjk_font = len(viz.font_family(primary)) > 1
+    assert ("使用字节" in text) == has_cjk_font
+    assert ("U+4F7F" in text) == (not has_cjk_font)
+    fig, ax = viz.figure()
+    ax.set_title(text, fontfamily=list(viz.font_family(primary)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        viz.to_png(fig)
+    plt.close(fig)

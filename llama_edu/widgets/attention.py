@@ -16,7 +16,6 @@ from functools import lru_cache
 import ipywidgets as widgets
 import numpy as np
 import torch
-from matplotlib import font_manager
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
@@ -26,21 +25,6 @@ from . import Explorer
 
 PAD_LABEL = "<pad>"
 PADDING_CHOICES = ("no padding", "left-padded, masked", "left-padded, not masked")
-
-
-@lru_cache(maxsize=1)
-def _font():
-    from matplotlib.ft2font import FT2Font
-
-    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
-
-
-def _drawable(text: str) -> str:
-    """Characters the plot font lacks (CJK, say) written as U+XXXX, so that no glyph
-    warning reaches stderr and every token still gets a distinct label."""
-    font = _font()
-    return "".join(ch if ch.isprintable() and font.get_char_index(ord(ch)) else
-                   f"U+{ord(ch):04X}" for ch in text)
 
 
 def token_ids(tokenizer, text: str, max_tokens: int = 32) -> list[int]:
@@ -65,7 +49,7 @@ def token_labels(tokenizer, ids: Sequence[int]) -> list[str]:
             piece = chr(i) if 32 <= i < 127 else f"<0x{i:02X}>"
         else:
             piece = tokenizer.id_to_piece(int(i))
-        labels.append(_drawable(piece.replace("\n", "\\n").replace(" ", "␣")) or "''")
+        labels.append(viz.drawable(piece.replace("\n", "\\n").replace(" ", "␣")) or "''")
     return labels
 
 

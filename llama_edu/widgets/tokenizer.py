@@ -12,12 +12,10 @@ not a whole UTF-8 character as <E5>.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from html import escape
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-from matplotlib import font_manager
 from matplotlib.patches import FancyBboxPatch
 
 from .. import viz
@@ -26,7 +24,7 @@ from . import Explorer
 
 PASTELS = ["#ffd8a8", "#b2f2bb", "#a5d8ff", "#eebefa", "#ffec99", "#c3fae8", "#ffc9c9"]
 _VISIBLE = {" ": "␣", "\t": "⇥", "\n": "↵", "\r": "␍"}
-_FONT = font_manager.FontProperties(family="DejaVu Sans Mono")
+_MONO = "DejaVu Sans Mono"
 
 
 def readable_piece(piece: str | bytes) -> str:
@@ -37,20 +35,6 @@ def readable_piece(piece: str | bytes) -> str:
         except UnicodeDecodeError:
             return "".join(f"<{b:02X}>" for b in piece)
     return "".join(_VISIBLE.get(ch, ch) for ch in piece)
-
-
-@lru_cache(maxsize=1)
-def _glyphs():
-    from matplotlib.ft2font import FT2Font
-
-    return FT2Font(font_manager.findfont(_FONT))
-
-
-def _drawable(text: str) -> str:
-    """Characters the plot font lacks (CJK, emoji) as U+XXXX, so matplotlib stays quiet."""
-    font = _glyphs()
-    return "".join(ch if ch.isprintable() and font.get_char_index(ord(ch)) else
-                   f"U+{ord(ch):04X}" for ch in text)
 
 
 def tokens_html(pieces: Sequence[str | bytes], ids: Sequence[int] | None = None):
@@ -77,7 +61,7 @@ def _draw_boxes(ax, labels: Sequence[str], row_width: float = 64.0) -> None:
                                     boxstyle="round,pad=0.02,rounding_size=0.2",
                                     facecolor=PASTELS[k % len(PASTELS)]))
         ax.text(x + width / 2, y + height / 2, label, ha="center", va="center",
-                fontproperties=_FONT, fontsize=9)
+                fontfamily=list(viz.font_family(_MONO)), fontsize=9)
         x += width + 0.25
     ax.set_xlim(-0.3, row_width + 0.3)
     ax.set_ylim(y - 0.4, height + 0.4)
@@ -86,11 +70,11 @@ def _draw_boxes(ax, labels: Sequence[str], row_width: float = 64.0) -> None:
 
 def token_figure(pieces: Sequence[str | bytes], title: str = "", height: float | None = None):
     """A figure of the pieces as coloured boxes (token boundaries at the box edges)."""
-    labels = [_drawable(readable_piece(p)) for p in pieces]
+    labels = [viz.drawable(readable_piece(p), _MONO) for p in pieces]
     rows = 1 + int(sum(max(len(s), 1) * 0.62 + 0.75 for s in labels) // 60)
     fig, ax = viz.figure(height=height or 0.6 + 0.55 * rows)
     _draw_boxes(ax, labels)
-    ax.set_title(_drawable(title) if title else f"{len(labels)} tokens")
+    ax.set_title(viz.drawable(title) if title else f"{len(labels)} tokens")
     plt.close(fig)  # shown once, as the cell's value, not again by the inline backend
     return fig
 
@@ -121,11 +105,11 @@ def merge_stepper(bpe: ByteLevelBPE, sentence: str, start: int | None = None) ->
         fig, (top, bottom) = viz.figure(nrows=2, height=2.2,
                                         gridspec_kw={"height_ratios": [1.4, 1]})
         ids = [i for word in steps[merges] for i in word]
-        labels = [_drawable(readable_piece(bpe.vocab[i])) for i in ids]
+        labels = [viz.drawable(readable_piece(bpe.vocab[i]), _MONO) for i in ids]
         _draw_boxes(top, labels)
         newest = (f"; merge {merges - 1} made {readable_piece(bpe.vocab[255 + merges])!r}"
                   if merges else "")
-        top.set_title(_drawable(f"after {merges} merges: {len(ids)} tokens for "
+        top.set_title(viz.drawable(f"after {merges} merges: {len(ids)} tokens for "
                                 f"{len(sentence.encode('utf-8'))} bytes{newest}"))
         bottom.plot(range(len(counts)), counts, color=viz.COLORS[0])
         bottom.scatter([merges], [counts[merges]], color=viz.COLORS[1], zorder=3)
