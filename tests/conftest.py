@@ -1,7 +1,18 @@
-"""Shared pytest options."""
+"""Shared pytest options and fixtures."""
+
+import pytest
 
 
 def pytest_addoption(parser):
     parser.addoption("--browser", action="store_true", default=False,
                      help="run the JupyterLab browser tests in tests/browser (needs Chromium "
                           "and the playwright package; see README)")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures left open by one test must not change what the next test sees."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
