@@ -231,7 +231,7 @@ def stream_text(model: Llama, tokenizer, prompt: str, max_new_tokens: int = 64,
                         eos_id=sampling.pop("eos_id", tokenizer.eos_id), **sampling):
         ids.append(token)
         text = tokenizer.decode(ids)
-        if text.endswith("\ufffd"):           # an incomplete UTF-8 character: wait
+        if text.endswith("\ufffd") or text == shown:   # an incomplete character: wait
             continue
         yield text[len(shown):]
         shown = text
