@@ -16,6 +16,7 @@ sinusoidal, none), `norm_type` (rmsnorm, layernorm), `norm_placement` (pre, post
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -238,9 +239,9 @@ class Llama(nn.Module):
         kind = self.config.pos_encoding
         if kind == "rope":
             cos, sin = self.rotary(position_ids)             # (seq or (b, seq), head_dim)
-        elif kind == "sinusoidal":
+        elif kind == "sinusoidal":  # scaled as in Vaswani et al., so tokens are not drowned
             table = sinusoidal(int(position_ids.max()) + 1, self.config.dim)
-            h = h + table.to(h.device, h.dtype)[position_ids]
+            h = h * math.sqrt(self.config.dim) + table.to(h.device, h.dtype)[position_ids]
         elif kind == "alibi":
             mask, is_causal = self._alibi_mask(seq, start_pos, mask, h), False
         for i, layer in enumerate(self.layers):
