@@ -7,11 +7,20 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from llama_edu.cli import build_parser, main
 
 SMALL = ["--preset", "micro", "--batch-size", "4", "--seq-len", "16", "--eval-every", "2",
          "--eval-batches", "1", "--warmup", "1", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def restore_threads():
+    """`--threads 1` sets torch's thread count for the process: give it back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
