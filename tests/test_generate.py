@@ -176,15 +176,25 @@ def test_text_streaming_holds_back_split_characters(monkeypatch):
 
 
 def test_greedy_equals_hf_generate(micro):
-    interop = pytest.importorskip("llama_edu.interop")
-    if not hasattr(interop, "to_hf_model"):
-        pytest.skip("llama_edu.interop.to_hf_model not available yet")
-    hf = interop.to_hf_model(micro).eval()
+    from llama_edu.interop import to_hf_model
+
+    hf = to_hf_model(micro).eval()
     prompt = [1, 17, 42, 99, 5, 8]
     out = hf.generate(torch.tensor([prompt]), max_new_tokens=30, do_sample=False,
                       attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                       pad_token_id=0, eos_token_id=None)
     assert generate(micro, prompt, 30) == out[0, len(prompt):].tolist()
+
+
+def test_batched_greedy_equals_hf_generate_with_left_padding(micro):
+    from llama_edu.interop import to_hf_model
+
+    hf = to_hf_model(micro).eval()
+    prompts = [[1, 17, 42, 99, 5, 8, 3], [1, 200], [1, 7, 7, 9]]
+    tokens, mask, _ = left_pad(prompts)
+    out = hf.generate(tokens, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                      pad_token_id=0, eos_token_id=None)
+    assert generate(micro, prompts, 12) == out[:, tokens.shape[1]:].tolist()
 
 
 def test_generate_text_round_trip():

@@ -244,4 +244,4 @@ def test_course_model_loads_and_predicts_the_course_text():
     with torch.no_grad():
         logits = model(ids)
     loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:]).item()
-    assert loss < math.log(4096) - 2.0                       # far better than chance
+    assert loss < 1.5            # chance is ln 4096 = 8.3 nats; the shipped model gets ~0.8
