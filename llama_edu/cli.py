@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         (_train if args.command == "train" else _generate)(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, FloatingPointError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"python -m llama_edu {args.command}: error: {message}", file=sys.stderr)
         return 2
