@@ -448,6 +448,18 @@ class _Sharded(nn.Module):
             raise ValueError(f"{type(self).__name__} holds rank {self.rank}'s shard but runs "
                              f"on rank {dist.get_rank()}; build it with rank=None")
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int | None = None,
+                    world_size: int | None = None, **kwargs):
+        """This rank's shard of a full nn.Linear (column- or row-parallel, by the class)."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    rank=rank, world_size=world_size, device=linear.weight.device,
+                    dtype=linear.weight.dtype, **kwargs)
+        layer.load_full_("weight", linear.weight)
+        if linear.bias is not None:
+            layer.load_full_("bias", linear.bias)
+        return layer
+
     @torch.no_grad()
     def load_full_(self, name: str, full: Tensor) -> None:
         """Copy this rank's shard of the full single-process tensor into parameter `name`."""
@@ -508,18 +520,6 @@ class ColumnParallelLinear(_Sharded):
         self.bias = (nn.Parameter(torch.empty(local, device=device, dtype=dtype)
                                   .uniform_(-bound, bound)) if bias else None)
 
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int | None = None,
-                    world_size: int | None = None, **kwargs) -> ColumnParallelLinear:
-        """This rank's column-parallel shard of a full nn.Linear."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    rank=rank, world_size=world_size, device=linear.weight.device,
-                    dtype=linear.weight.dtype, **kwargs)
-        layer.load_full_("weight", linear.weight)
-        if linear.bias is not None:
-            layer.load_full_("bias", linear.bias)
-        return layer
-
     def forward(self, x: Tensor) -> Tensor:                # (..., in) -> (..., out/p or out)
         self._check_group()
         if self.copy_input:
@@ -561,18 +561,6 @@ class RowParallelLinear(_Sharded):
                                    .uniform_(-bound, bound))
         self.bias = (nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)
                                   .uniform_(-bound, bound)) if bias else None)
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int | None = None,
-                    world_size: int | None = None, **kwargs) -> RowParallelLinear:
-        """This rank's row-parallel shard of a full nn.Linear."""
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    rank=rank, world_size=world_size, device=linear.weight.device,
-                    dtype=linear.weight.dtype, **kwargs)
-        layer.load_full_("weight", linear.weight)
-        if linear.bias is not None:
-            layer.load_full_("bias", linear.bias)
-        return layer
 
     def forward(self, x: Tensor) -> Tensor:                # (..., in/p or in) -> (..., out)
         self._check_group()
