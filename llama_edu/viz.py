@@ -44,13 +44,15 @@ def _glyph_tables(family: tuple[str, ...]):
 
 
 def drawable(text: str, primary: str = "DejaVu Sans") -> str:
-    """`text` with every character that no available font can draw written as U+XXXX.
+    """`text` with every character that no available font can draw written as U+XXXX
+    (line breaks stay line breaks).
 
     Matplotlib warns on stderr for a missing glyph (which also costs an nbgrader test cell
     its points); this keeps figures quiet and still says which character was there.
     """
     fonts = _glyph_tables(font_family(primary))
-    return "".join(ch if ch.isprintable() and any(f.get_char_index(ord(ch)) for f in fonts)
+    return "".join(ch if ch == "\n" or (ch.isprintable()
+                                        and any(f.get_char_index(ord(ch)) for f in fonts))
                    else f"U+{ord(ch):04X}" for ch in text)
 
 

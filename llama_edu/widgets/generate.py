@@ -7,8 +7,6 @@ next-token distribution they leave and re-sample continuations from the shipped 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import ipywidgets as widgets
 import numpy as np
 import torch
@@ -17,21 +15,12 @@ from .. import viz
 from ..generate import filter_logits, generate
 from . import Explorer
 
-
-@lru_cache(maxsize=1)
-def _font():
-    from matplotlib import font_manager
-    from matplotlib.ft2font import FT2Font
-
-    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
+_MONO = "DejaVu Sans Mono"  # the samples panel; CJK fonts are its fallbacks when installed
 
 
 def plot_text(text: str) -> str:
-    """Text the plot font can draw: missing glyphs (CJK, say) become U+XXXX, so that
-    matplotlib writes no warning to stderr."""
-    font = _font()
-    return "".join(ch if ch == "\n" or (ch.isprintable() and font.get_char_index(ord(ch)))
-                   else f"U+{ord(ch):04X}" for ch in text)
+    """Text the plot fonts can draw (see `viz.drawable`), so matplotlib stays quiet."""
+    return viz.drawable(text)
 
 
 def piece_label(tokenizer, token_id: int) -> str:
@@ -78,11 +67,12 @@ def draw_sampling(model, tokenizer, prompt: str, logits: torch.Tensor, temperatu
     for _ in range(n_samples):
         new = generate(model, prompt_ids, n_tokens, temperature=temperature, top_k=k,
                        top_p=top_p, eos_id=tokenizer.eos_id, generator=generator)
-        lines.append(plot_text(tokenizer.decode(prompt_ids + new)))
+        lines.append(viz.drawable(tokenizer.decode(prompt_ids + new), _MONO))
     text_ax.axis("off")
     text_ax.set_title(f"{n_samples} samples of {n_tokens} tokens (seed {seed})")
     text_ax.text(0.0, 1.0, "\n\n".join(_wrap(line, 48) for line in lines), va="top",
-                 ha="left", fontsize=8.5, family="monospace", transform=text_ax.transAxes)
+                 ha="left", fontsize=8.5, family=list(viz.font_family(_MONO)),
+                 transform=text_ax.transAxes)
     return fig
 
 
