@@ -25,13 +25,7 @@ from llama_edu.train import (
 SMALL = dict(batch_size=4, seq_len=16, lr=1e-2, warmup=2, eval_every=3, eval_batches=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes run fastest on one thread (no thread start-up or spinning per op)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def micro_model(seed: int = 0, **overrides) -> Llama:
