@@ -13,6 +13,7 @@ from llama_edu.model import (
     kv_cache_bytes_per_token,
     parameter_breakdown,
 )
+from llama_edu.numerics import assert_close, model_shape, model_tolerance
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -68,19 +69,22 @@ def test_forward_shape(micro):
 def test_changing_a_token_never_changes_earlier_logits(micro):
     tokens = torch.randint(0, 256, (2, 16))
     base = micro(tokens)
+    # Earlier positions see the same inputs, but another sequence may reduce in another
+    # order: equal to rounding, while the changed position moves by far more than that.
+    atol = model_tolerance(micro.config, scale=float(base.detach().abs().max()))["atol"]
     for t in (0, 5, 15):
         changed = tokens.clone()
         changed[:, t] = (changed[:, t] + 1) % 256
         out = micro(changed)
-        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-6)
-        assert not torch.allclose(out[:, t], base[:, t])
+        assert_close(out[:, :t], base[:, :t], **model_shape(micro.config))
+        assert (out[:, t] - base[:, t]).abs().max() > 10 * atol
 
 
 def test_plain_attention_path_equals_sdpa_path(micro):
     plain = Llama(dataclasses.replace(micro.config, attn_impl="plain")).eval()
     plain.load_state_dict(micro.state_dict())
     tokens = torch.randint(0, 256, (2, 20))
-    torch.testing.assert_close(plain(tokens), micro(tokens), rtol=1e-5, atol=1e-5)
+    assert_close(plain(tokens), micro(tokens), **model_shape(micro.config))
 
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
@@ -93,7 +97,7 @@ def test_cached_decoding_equals_full_forward(n_kv_heads):
     steps = [model(tokens[:, :5], 0, cache)]                    # prefill 5
     steps.append(model(tokens[:, 5:8], 5, cache))               # a 3-token decode step
     steps += [model(tokens[:, t:t + 1], t, cache) for t in range(8, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+    assert_close(torch.cat(steps, dim=1), full, **model_shape(model.config))
 
 
 def test_tied_embeddings_share_one_tensor():
@@ -161,14 +165,15 @@ def test_every_variant_is_causal_cacheable_and_has_equal_attention_paths(switche
     full = model(tokens)
     changed = tokens.clone()
     changed[:, 6] = (changed[:, 6] + 1) % 256
-    torch.testing.assert_close(model(changed)[:, :6], full[:, :6], rtol=0, atol=1e-6)
+    shape = model_shape(config)
+    assert_close(model(changed)[:, :6], full[:, :6], **shape)
     cache = model.make_cache(2, 10)
     steps = [model(tokens[:, :4], 0, cache)] + [model(tokens[:, t:t + 1], t, cache)
                                                 for t in range(4, 10)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    assert_close(torch.cat(steps, 1), full, **shape)
     plain = Llama(dataclasses.replace(config, attn_impl="plain")).eval()
     plain.load_state_dict(model.state_dict())
-    torch.testing.assert_close(plain(tokens), full, rtol=1e-5, atol=1e-5)
+    assert_close(plain(tokens), full, **shape)
 
 
 def test_relu_ffn_defaults_to_4x_and_swiglu_to_two_thirds():

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llama_edu import attention, model
+from llama_edu.numerics import SAFETY, tolerance, unit_roundoff
 from llama_edu.positions import (
     RotaryEmbedding,
     alibi_bias,
@@ -49,7 +50,10 @@ def test_inverse_frequencies_run_from_one_down_to_theta_to_the_minus_one(rope_th
     inv_freq = rope_inv_freq(128, rope_theta)
     assert inv_freq.shape == (64,)
     assert inv_freq[0] == 1.0
-    assert math.isclose(inv_freq[-1].item(), rope_theta ** (-126 / 128), rel_tol=1e-6)
+    # theta ** -x = exp(-x ln theta) in fp32: the exponent's rounding grows by x ln theta
+    u = unit_roundoff(torch.float32)
+    assert math.isclose(inv_freq[-1].item(), rope_theta ** (-126 / 128),
+                        rel_tol=SAFETY * u * math.log(rope_theta))
     assert (inv_freq[1:] < inv_freq[:-1]).all()
 
 
@@ -88,11 +92,17 @@ def test_rotary_tables_and_rotation_equal_hf_transformers(rope_theta):
     k = torch.randn(2, 6, n_heads, head_dim)
     hf_cos, hf_sin = hf_rotary(q, position_ids)               # (batch, seq, head_dim)
     cos, sin = RotaryEmbedding(head_dim, 4096, rope_theta)(position_ids)
-    torch.testing.assert_close(cos, hf_cos, rtol=0, atol=1e-6)
-    torch.testing.assert_close(sin, hf_sin, rtol=0, atol=1e-6)
+    # Both compute cos(p * theta_j) in fp32 from the same formula; vectorised sin/cos
+    # kernels may differ by a few units in the last place of the angle p * theta_j, i.e. by
+    # about u * p with p up to 4095 (the rounding of the angle, not of the cosine).
+    trig = tolerance(torch.float32, scale=4096.0)
+    torch.testing.assert_close(cos, hf_cos, **trig)
+    torch.testing.assert_close(sin, hf_sin, **trig)
     hf_q, hf_k = hf_llama.apply_rotary_pos_emb(q, k, hf_cos, hf_sin, unsqueeze_dim=2)
-    torch.testing.assert_close(apply_rope(q, cos, sin), hf_q, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(apply_rope(k, cos, sin), hf_k, rtol=1e-6, atol=1e-6)
+    # the same tables, then two products and a sum per entry
+    rotation = tolerance(torch.float32, reduction=2, depth=2, scale=float(q.abs().max()))
+    torch.testing.assert_close(apply_rope(q, cos, sin), hf_q, **rotation)
+    torch.testing.assert_close(apply_rope(k, cos, sin), hf_k, **rotation)
 
 
 def test_half_split_rope_equals_explicit_rotations_after_reordering_features():
@@ -117,7 +127,11 @@ def test_q_dot_k_depends_only_on_the_offset(m, n, shift):
         k_j = apply_rope(k, cos[j:j + 1], sin[j:j + 1])
         return (q_i * k_j).sum().item()
 
-    assert math.isclose(score(m, n), score(m + shift, n + shift), rel_tol=1e-4, abs_tol=1e-4)
+    # The tables are fp32: the angle p * theta_j is off by up to about 2u * p radians, so
+    # each score is off by sum_j |q_j| |k_j| * 2u * (largest position).
+    largest = max(m, n) + shift
+    bound = SAFETY * 2 * unit_roundoff(torch.float32) * largest * float((q.abs() * k.abs()).sum())
+    assert math.isclose(score(m, n), score(m + shift, n + shift), rel_tol=0, abs_tol=bound)
 
 
 def test_scores_by_distance_match_rotating_both_vectors_and_decay_for_ones():
@@ -127,7 +141,10 @@ def test_scores_by_distance_match_rotating_both_vectors_and_decay_for_ones():
     cos, sin = (t.double() for t in rope_cos_sin(60, 16))
     q_at_50 = apply_rope(q.view(1, 1, 1, 16), cos[50:51], sin[50:51]).flatten()
     k_at_20 = apply_rope(k.view(1, 1, 1, 16), cos[20:21], sin[20:21]).flatten()
-    assert math.isclose(scores[30].item(), (q_at_50 @ k_at_20).item(), rel_tol=1e-5)
+    # fp32 tables at positions up to 50: angles off by about 2u * 50 radians
+    bound = SAFETY * 2 * unit_roundoff(torch.float32) * 50 * float((q.abs() * k.abs()).sum())
+    assert math.isclose(scores[30].item(), (q_at_50 @ k_at_20).item(), rel_tol=0,
+                        abs_tol=bound)
     ones = torch.ones(64)
     decay = rope_scores_by_distance(ones, ones, 512) / 64
     assert decay[0] == 1 and decay[256:].mean() < 0.5 * decay[:8].mean()
@@ -208,10 +225,15 @@ def test_both_layouts_give_the_same_attention_after_the_weight_permutation(rope_
         k = attention.repeat_kv(k, n_heads // n_kv_heads)
         return q.transpose(1, 2) @ k.transpose(1, 2).transpose(-2, -1)
 
-    torch.testing.assert_close(scores(q_hf, k_hf), scores(q_meta, k_meta),
-                               rtol=1e-4, atol=1e-3)
+    # Two fp32 routes (complex multiply vs cos/sin tables, another matmul layout): a
+    # projection over `dim` inputs, the rotation, then a dot product over head_dim.
+    qk = tolerance(torch.float32, reduction=dim, depth=3)
+    expected = scores(q_meta, k_meta)
+    torch.testing.assert_close(scores(q_hf, k_hf), expected, rtol=qk["rtol"],
+                               atol=qk["rtol"] * float(expected.abs().max()))
     order = interleaved_to_half_split(torch.arange(head_dim), 1)
-    torch.testing.assert_close(q_hf, q_meta[..., order], rtol=1e-4, atol=1e-4)
+    proj = tolerance(torch.float32, reduction=dim, depth=2, scale=float(q_meta.abs().max()))
+    torch.testing.assert_close(q_hf, q_meta[..., order], **proj)
 
 
 def test_permutation_works_on_a_bias_vector_too():
@@ -226,8 +248,10 @@ def test_sinusoidal_puts_sin_at_even_and_cos_at_odd_dimensions():
     assert table.shape == (32, 128)
     for pos, i in [(0, 0), (1, 0), (5, 3), (31, 63), (17, 20)]:
         w = 10_000.0 ** (-2 * i / 128)
-        assert math.isclose(table[pos, 2 * i].item(), math.sin(pos * w), abs_tol=1e-5)
-        assert math.isclose(table[pos, 2 * i + 1].item(), math.cos(pos * w), abs_tol=1e-5)
+        # fp32 table: the angle pos * w is rounded, so sin/cos are off by about u * pos
+        bound = tolerance(torch.float32, scale=max(pos, 1))["atol"]
+        assert math.isclose(table[pos, 2 * i].item(), math.sin(pos * w), abs_tol=bound)
+        assert math.isclose(table[pos, 2 * i + 1].item(), math.cos(pos * w), abs_tol=bound)
     assert table[0, 0::2].abs().max() == 0 and (table[0, 1::2] == 1).all()
 
 
@@ -238,10 +262,10 @@ def test_sinusoidal_offset_is_a_fixed_linear_map():
     w = 10_000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
     c, s = torch.cos(offset * w), torch.sin(offset * w)
     sin_part, cos_part = table[:-offset, 0::2], table[:-offset, 1::2]
-    torch.testing.assert_close(table[offset:, 0::2], sin_part * c + cos_part * s, atol=1e-6,
-                               rtol=1e-6)
-    torch.testing.assert_close(table[offset:, 1::2], cos_part * c - sin_part * s, atol=1e-6,
-                               rtol=1e-6)
+    # the table is fp32: its angles (positions up to 40) are rounded to about u * 40
+    fp32_table = tolerance(torch.float32, scale=40.0)
+    torch.testing.assert_close(table[offset:, 0::2], sin_part * c + cos_part * s, **fp32_table)
+    torch.testing.assert_close(table[offset:, 1::2], cos_part * c - sin_part * s, **fp32_table)
 
 
 # --- ALiBi --------------------------------------------------------------------------------
