@@ -61,18 +61,45 @@ def test_exercises_are_well_formed_nbgrader_cells(path):
                 f"{path.name}: solution markers in a cell without nbgrader metadata")
 
 
-@pytest.fixture(scope="module", params=LESSONS, ids=lambda p: p.stem)
-def graded_solution(request):
-    path = request.param
-    report, executed = assignments.run_and_grade(path, path, timeout=TIMEOUT)
-    return path, report, executed
+@pytest.fixture(scope="session")
+def graded_instructor(executed_lessons):
+    """path -> (report, executed notebook) of the instructor version, one run per session.
+
+    When nbval ran the lesson in this session, its outputs are scored (the instructor
+    version's tests are its own, so restoring them changes nothing); otherwise the grader
+    executes it."""
+    cache = {}
+
+    def grade(path):
+        if path not in cache:
+            executed = executed_lessons.notebook(path)
+            if executed is None:
+                cache[path] = assignments.run_and_grade(path, path, timeout=TIMEOUT)
+            else:
+                cache[path] = assignments.score(executed, path.name), executed
+        return cache[path]
+    return grade
 
 
-def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(graded_solution,
-                                                                           tmp_path):
+@pytest.fixture(scope="session")
+def graded_student(tmp_path_factory):
+    """path -> (released student notebook, its report), one grading run per session."""
+    cache = {}
+
+    def grade(path):
+        if path not in cache:
+            (student,) = assignments.release(path, tmp_path_factory.mktemp("student"))
+            cache[path] = student, assignments.grade_notebook(student, path, timeout=TIMEOUT)
+        return cache[path]
+    return grade
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(graded_instructor,
+                                                                           path, tmp_path):
     from nbgrader.validator import Validator
 
-    path, report, executed = graded_solution
+    report, executed = graded_instructor(path)
     assert report.max_score > 0
     assert report.score == report.max_score, assignments.format_report(report)
     # nbgrader's `validate` is: execute, then judge each grade cell. Here its own judging
@@ -84,9 +111,8 @@ def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(grade
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_untouched_student_version_gets_zero_with_feedback(path, tmp_path):
-    (student,) = assignments.release(path, tmp_path / "student")
-    report = assignments.grade_notebook(student, path, timeout=TIMEOUT)
+def test_untouched_student_version_gets_zero_with_feedback(graded_student, path):
+    _, report = graded_student(path)
     assert report.max_score > 0 and report.score == 0, assignments.format_report(report)
     for exercise in report.exercises:
         assert exercise.feedback.strip(), f"{exercise.name}: no feedback"
@@ -157,11 +183,13 @@ def autograded(nbgrader_course):
 
 
 @pytest.mark.parametrize("name", COMPAT_LESSONS)
-def test_scores_equal_nbgrader_autograde(nbgrader_course, autograded, name):
+def test_scores_equal_nbgrader_autograde(graded_instructor, graded_student, autograded, name):
+    # Ours are the session's gradings of the same two submissions (our release equals
+    # nbgrader's, as the test above holds), so no lesson runs again here.
     source = ROOT / "notebooks" / name
-    submissions = {"solved": source, "untouched": nbgrader_course / "release" / "ps1" / name}
-    for student, path in submissions.items():
-        ours = assignments.grade_notebook(path, source, timeout=TIMEOUT)
+    ours_by_student = {"solved": graded_instructor(source)[0],
+                       "untouched": graded_student(source)[1]}
+    for student, ours in ours_by_student.items():
         score, max_score, per_cell = autograded[student, name]
         assert (ours.score, ours.max_score) == (score, max_score), student
         assert {e.name: e.score for e in ours.exercises} == per_cell, student

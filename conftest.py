@@ -1,0 +1,107 @@
+"""Test-session wiring for tests/ and notebooks/ together: markers, and lessons run once.
+
+Markers (see README's Testing section):
+- `lessons`: executes a lesson notebook (nbval's cells, the grading tests). The fast loop
+  for contributors is `pytest -m "not lessons"`.
+- `parity`: compares against an outside reference where CPU kernels and thread counts
+  change the rounding (model vs transformers, cache vs full forward, tiled vs SDPA,
+  tensor-parallel vs one process, checkpoint round trips, lessons 05-09). The kernel
+  matrix (`python -m tests.kernel_matrix`) runs this subset under every
+  ATEN_CPU_CAPABILITY and thread count.
+- `browser`: JupyterLab in headless Chromium (tests/browser, run with --browser).
+
+nbval executes every lesson and keeps each cell's outputs on its item. They are recorded
+here, so that the grading tests score that same run (`executed_lessons`) instead of
+executing the lesson a second time; the grading tests are moved after the notebooks.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+
+PARITY_NOTEBOOKS = {"05_attention", "06_kv_cache", "07_gqa", "08_flash_attention", "09_llama"}
+PARITY_MODULES = {"test_attention.py", "test_model.py", "test_interop.py", "test_flash.py",
+                  "test_parallel.py", "test_generate.py", "test_checkpoint.py"}
+AFTER_NOTEBOOKS = {"test_lessons_graded.py"}  # they reuse nbval's run of each lesson
+
+
+def _is_notebook_cell(item) -> bool:
+    return item.nodeid.split("::")[0].endswith(".ipynb")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lessons: executes a lesson notebook")
+    config.addinivalue_line("markers", "parity: compares with an outside reference where "
+                                       "CPU kernels round differently (the kernel matrix)")
+    config.addinivalue_line("markers", "browser: JupyterLab in headless Chromium")
+    config.stash[_EXECUTED] = ExecutedLessons()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if _is_notebook_cell(item):
+            item.add_marker(pytest.mark.lessons)
+            if path.stem in PARITY_NOTEBOOKS:
+                item.add_marker(pytest.mark.parity)
+        elif path.name in PARITY_MODULES:
+            item.add_marker(pytest.mark.parity)
+        elif path.name in AFTER_NOTEBOOKS:
+            item.add_marker(pytest.mark.lessons)
+        if "browser" in path.parts:
+            item.add_marker(pytest.mark.browser)
+    items.sort(key=lambda item: Path(str(item.fspath)).name in AFTER_NOTEBOOKS)  # stable
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield
+    outputs = getattr(item, "test_outputs", None)
+    if _is_notebook_cell(item) and outputs is not None:
+        item.config.stash[_EXECUTED].record(Path(str(item.fspath)), item.cell_num, outputs)
+
+
+class ExecutedLessons:
+    """The outputs of every code cell nbval ran in this session, per notebook."""
+
+    def __init__(self):
+        self._outputs: dict[Path, dict[int, list]] = defaultdict(dict)
+
+    def record(self, path: Path, cell_num: int, outputs: list) -> None:
+        self._outputs[path.resolve()][cell_num] = copy.deepcopy(outputs)
+
+    def notebook(self, path: Path):
+        """The notebook at `path` with the outputs of this session's run, or None when
+        nbval did not run every one of its code cells."""
+        import nbformat
+
+        notebook = nbformat.read(path, as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        outputs = self._outputs.get(Path(path).resolve(), {})
+        if len(outputs) != len(code):
+            return None
+        for number, cell in enumerate(code):
+            cell.outputs = [nbformat.from_dict(dict(o)) for o in outputs[number]]
+            cell.execution_count = number + 1
+        return notebook
+
+
+_EXECUTED = pytest.StashKey[ExecutedLessons]()
+
+
+@pytest.fixture(scope="session")
+def executed_lessons(request) -> ExecutedLessons:
+    return request.config.stash[_EXECUTED]
+
+
+def pytest_report_header(config):
+    import torch
+
+    return (f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+            f", {torch.get_num_threads()} threads")
