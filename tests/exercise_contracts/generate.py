@@ -1,12 +1,10 @@
-"""The lesson 11 checks: references pass, stubs say 'not written yet', and each classic
-mistake gets its own explanation."""
+"""Lesson 11's checks: top-p (nucleus) filtering and temperature scaling."""
 
-import pytest
 import torch
 
-from llama_edu.exercises import check_temperature_probs, check_top_p_filter
+from ._contract import Contract
 
-# ---- top-p, written the way a learner would ---------------------------------------------
+# ---- top-p ------------------------------------------------------------------------------
 
 
 def top_p_ok(logits, p):
@@ -54,31 +52,7 @@ def top_p_probs(logits, p):
     return torch.where(torch.isfinite(out), torch.softmax(logits, -1), out)
 
 
-def stub(*args):
-    raise NotImplementedError()
-
-
-def test_top_p_reference_passes(capsys):
-    check_top_p_filter(top_p_ok)
-    out = capsys.readouterr()
-    assert out.out.count("\n") == 1 and "top_p_filter is right" in out.out and out.err == ""
-
-
-@pytest.mark.parametrize("fn, message", [
-    (stub, "not written yet"),
-    (top_p_drops_crossing, "dropped the token that carries the mass past p"),
-    (top_p_empty_rows, "kept no token"),
-    (top_p_zero_fill, "a logit of 0 still has probability"),
-    (top_p_sorted, "in sorted order"),
-    (top_p_one_row, "not for a batch"),
-    (top_p_probs, "must stay as they were"),
-])
-def test_top_p_mistakes(fn, message):
-    with pytest.raises(AssertionError, match=message):
-        check_top_p_filter(fn)
-
-
-# ---- temperature ---------------------------------------------------------------------------
+# ---- temperature ------------------------------------------------------------------------
 
 
 def temperature_ok(logits, temperature):
@@ -116,21 +90,24 @@ def temperature_ignored(logits, temperature):
     return torch.softmax(logits, dim=-1)
 
 
-def test_temperature_reference_passes(capsys):
-    check_temperature_probs(temperature_ok)
-    out = capsys.readouterr()
-    assert out.out.count("\n") == 1 and "temperature_probs is right" in out.out
-    assert out.err == ""
-
-
-@pytest.mark.parametrize("fn, message", [
-    (stub, "not written yet"),
-    (temperature_times, "multiplied by the temperature"),
-    (temperature_after_softmax, "sum to"),
-    (temperature_divides_by_zero, "one-hot"),
-    (temperature_unstable, "subtract the row maximum"),
-    (temperature_ignored, "changed nothing"),
-])
-def test_temperature_mistakes(fn, message):
-    with pytest.raises(AssertionError, match=message):
-        check_temperature_probs(fn)
+CONTRACTS = {
+    "check_top_p_filter": Contract(
+        references=[top_p_ok], passed="top_p_filter is right",
+        mistakes=[
+            (top_p_drops_crossing, "dropped the token that carries the mass past p"),
+            (top_p_empty_rows, "kept no token"),
+            (top_p_zero_fill, "a logit of 0 still has probability"),
+            (top_p_sorted, "in sorted order"),
+            (top_p_one_row, "not for a batch"),
+            (top_p_probs, "must stay as they were"),
+        ]),
+    "check_temperature_probs": Contract(
+        references=[temperature_ok], passed="temperature_probs is right",
+        mistakes=[
+            (temperature_times, "multiplied by the temperature"),
+            (temperature_after_softmax, "sum to"),
+            (temperature_divides_by_zero, "one-hot"),
+            (temperature_unstable, "subtract the row maximum"),
+            (temperature_ignored, "changed nothing"),
+        ]),
+}
