@@ -6,7 +6,7 @@ Markers (see README's Testing section):
 - `parity`: compares against an outside reference where CPU kernels and thread counts
   change the rounding (model vs transformers, cache vs full forward, tiled vs SDPA,
   tensor-parallel vs one process, checkpoint round trips, lessons 05-09). The kernel
-  matrix (`python -m tests.kernel_matrix`) runs this subset under every
+  matrix (`python tests/kernel_matrix.py`) runs this subset under every
   ATEN_CPU_CAPABILITY and thread count.
 - `browser`: JupyterLab in headless Chromium (tests/browser, run with --browser).
 
@@ -35,11 +35,7 @@ def _is_notebook_cell(item) -> bool:
     return item.nodeid.split("::")[0].endswith(".ipynb")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "lessons: executes a lesson notebook")
-    config.addinivalue_line("markers", "parity: compares with an outside reference where "
-                                       "CPU kernels round differently (the kernel matrix)")
-    config.addinivalue_line("markers", "browser: JupyterLab in headless Chromium")
+def pytest_configure(config):  # the markers themselves are declared in pyproject.toml
     config.stash[_EXECUTED] = ExecutedLessons()
 
 

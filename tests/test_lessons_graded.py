@@ -61,45 +61,21 @@ def test_exercises_are_well_formed_nbgrader_cells(path):
                 f"{path.name}: solution markers in a cell without nbgrader metadata")
 
 
-@pytest.fixture(scope="session")
-def graded_instructor(executed_lessons):
-    """path -> (report, executed notebook) of the instructor version, one run per session.
-
-    When nbval ran the lesson in this session, its outputs are scored (the instructor
-    version's tests are its own, so restoring them changes nothing); otherwise the grader
-    executes it."""
-    cache = {}
-
-    def grade(path):
-        if path not in cache:
-            executed = executed_lessons.notebook(path)
-            if executed is None:
-                cache[path] = assignments.run_and_grade(path, path, timeout=TIMEOUT)
-            else:
-                cache[path] = assignments.score(executed, path.name), executed
-        return cache[path]
-    return grade
-
-
-@pytest.fixture(scope="session")
-def graded_student(tmp_path_factory):
-    """path -> (released student notebook, its report), one grading run per session."""
-    cache = {}
-
-    def grade(path):
-        if path not in cache:
-            (student,) = assignments.release(path, tmp_path_factory.mktemp("student"))
-            cache[path] = student, assignments.grade_notebook(student, path, timeout=TIMEOUT)
-        return cache[path]
-    return grade
-
-
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(graded_instructor,
+def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(executed_lessons,
                                                                            path, tmp_path):
     from nbgrader.validator import Validator
 
-    report, executed = graded_instructor(path)
+    # When nbval ran the lesson in this session, its outputs are scored (an instructor
+    # version's tests are its own, so restoring them changes nothing); else the grader runs it.
+    executed = executed_lessons.notebook(path)
+    if executed is None:
+        report, executed = assignments.run_and_grade(path, path, timeout=TIMEOUT)
+    else:
+        report = assignments.score(executed, path.name)
+    errors = [f"cell {i}: {o.ename}: {o.evalue}" for i, c in enumerate(executed.cells)
+              for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
     assert report.max_score > 0
     assert report.score == report.max_score, assignments.format_report(report)
     # nbgrader's `validate` is: execute, then judge each grade cell. Here its own judging
@@ -111,15 +87,18 @@ def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(grade
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_untouched_student_version_gets_zero_with_feedback(graded_student, path):
-    _, report = graded_student(path)
+def test_untouched_student_version_gets_zero_with_feedback(path, tmp_path):
+    (student,) = assignments.release(path, tmp_path / "student")
+    report = assignments.grade_notebook(student, path, timeout=TIMEOUT)
     assert report.max_score > 0 and report.score == 0, assignments.format_report(report)
     for exercise in report.exercises:
         assert exercise.feedback.strip(), f"{exercise.name}: no feedback"
 
 
 # ---------------------------------------------------------------------------------------
-# the same results as nbgrader's own commands, on two lessons
+# the same results as nbgrader's own commands: release on every lesson; autograde and
+# validate on the exercise sheets of two lessons (their setup cell and their exercises), so
+# that nbgrader's runs add no third execution of a whole lesson
 
 def _nbgrader(args, course):
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
@@ -128,20 +107,39 @@ def _nbgrader(args, course):
                           capture_output=True, text=True, timeout=1800)
 
 
+def exercise_sheet(path: Path) -> nbformat.NotebookNode:
+    """The lesson's first code cell (its imports and seeding) and every exercise cell, each
+    with the markdown cell that introduces it."""
+    notebook = nbformat.read(path, as_version=4)
+    keep = {next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")}
+    for i, cell in enumerate(notebook.cells):
+        if _grade_meta(cell):
+            keep.add(i)
+            if i and notebook.cells[i - 1].cell_type == "markdown":
+                keep.add(i - 1)
+    notebook.cells = [notebook.cells[i] for i in sorted(keep)]
+    return notebook
+
+
 @pytest.fixture(scope="module")
 def nbgrader_course(tmp_path_factory):
+    """A course directory: ps1 holds every lesson, ps2 the exercise sheets of COMPAT_LESSONS."""
     course = tmp_path_factory.mktemp("course")
     (course / "nbgrader_config.py").write_text(
         "c = get_config()\n"
         "c.CourseDirectory.course_id = 'llama-edu'\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
         f"c.ExecutePreprocessor.timeout = {TIMEOUT}\n", encoding="utf-8")
+    lessons, sheets = course / "source" / "ps1", course / "source" / "ps2"
+    lessons.mkdir(parents=True)
+    sheets.mkdir(parents=True)
+    for path in LESSONS:
+        (lessons / path.name).write_bytes(path.read_bytes())
     for name in COMPAT_LESSONS:
-        source = course / "source" / "ps1"
-        source.mkdir(parents=True, exist_ok=True)
-        (source / name).write_bytes((ROOT / "notebooks" / name).read_bytes())
-    result = _nbgrader(["generate_assignment", "ps1", "--force"], course)
-    assert result.returncode == 0, result.stderr[-3000:]
+        nbformat.write(exercise_sheet(ROOT / "notebooks" / name), sheets / name)
+    for assignment in ("ps1", "ps2"):
+        result = _nbgrader(["generate_assignment", assignment, "--force"], course)
+        assert result.returncode == 0, result.stderr[-3000:]
     return course
 
 
@@ -149,56 +147,52 @@ def _comparable(notebook):
     return [(c.cell_type, c.source, c.get("metadata", {})) for c in notebook.cells]
 
 
-@pytest.mark.parametrize("name", COMPAT_LESSONS)
-def test_release_equals_nbgrader_generate_assignment(nbgrader_course, name):
-    theirs = nbformat.read(nbgrader_course / "release" / "ps1" / name, as_version=4)
-    ours = assignments.release_notebook(nbformat.read(ROOT / "notebooks" / name, as_version=4))
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_release_equals_nbgrader_generate_assignment(nbgrader_course, path):
+    theirs = nbformat.read(nbgrader_course / "release" / "ps1" / path.name, as_version=4)
+    ours = assignments.release_notebook(nbformat.read(path, as_version=4))
     assert _comparable(ours) == _comparable(theirs)
 
 
 @pytest.fixture(scope="module")
 def autograded(nbgrader_course):
-    """nbgrader autograde on two students: one hands in the instructor versions, one the
-    untouched releases. Returns {student: {notebook: (score, max_score, per-cell scores)}}."""
+    """nbgrader autograde on two students of ps2: one hands in the instructor sheets, one
+    the untouched releases. Returns {(student, name): (score, max_score, per-cell scores)}."""
     from nbgrader.api import Gradebook
 
     for student in ("solved", "untouched"):
-        target = nbgrader_course / "submitted" / student / "ps1"
+        target = nbgrader_course / "submitted" / student / "ps2"
         target.mkdir(parents=True)
         for name in COMPAT_LESSONS:
-            source = (ROOT / "notebooks" / name if student == "solved"
-                      else nbgrader_course / "release" / "ps1" / name)
-            (target / name).write_bytes(source.read_bytes())
-        result = _nbgrader(["autograde", "ps1", "--create", "--force", "--student", student],
+            folder = "source" if student == "solved" else "release"
+            (target / name).write_bytes((nbgrader_course / folder / "ps2" / name).read_bytes())
+        result = _nbgrader(["autograde", "ps2", "--create", "--force", "--student", student],
                            nbgrader_course)
         assert result.returncode == 0, result.stderr[-3000:]
     scores = {}
     with Gradebook(f"sqlite:///{nbgrader_course / 'gradebook.db'}") as gradebook:
         for student in ("solved", "untouched"):
             for name in COMPAT_LESSONS:
-                nb = gradebook.find_submission_notebook(Path(name).stem, "ps1", student)
+                nb = gradebook.find_submission_notebook(Path(name).stem, "ps2", student)
                 scores[student, name] = (nb.score, nb.max_score,
                                          {g.name: g.score for g in nb.grades if g.max_score})
     return scores
 
 
 @pytest.mark.parametrize("name", COMPAT_LESSONS)
-def test_scores_equal_nbgrader_autograde(graded_instructor, graded_student, autograded, name):
-    # Ours are the session's gradings of the same two submissions (our release equals
-    # nbgrader's, as the test above holds), so no lesson runs again here.
-    source = ROOT / "notebooks" / name
-    ours_by_student = {"solved": graded_instructor(source)[0],
-                       "untouched": graded_student(source)[1]}
-    for student, ours in ours_by_student.items():
+def test_scores_equal_nbgrader_autograde(nbgrader_course, autograded, name):
+    source = nbgrader_course / "source" / "ps2" / name
+    submissions = {"solved": source, "untouched": nbgrader_course / "release" / "ps2" / name}
+    for student, path in submissions.items():
+        ours = assignments.grade_notebook(path, source, timeout=TIMEOUT)
         score, max_score, per_cell = autograded[student, name]
         assert (ours.score, ours.max_score) == (score, max_score), student
         assert {e.name: e.score for e in ours.exercises} == per_cell, student
+        assert ours.score == (ours.max_score if student == "solved" else 0), student
 
 
-def test_nbgrader_validate_command_passes_on_a_lesson(tmp_path):
-    name = COMPAT_LESSONS[0]
-    copy = tmp_path / name
-    copy.write_bytes((ROOT / "notebooks" / name).read_bytes())
-    result = _nbgrader(["validate", str(copy)], tmp_path)
+def test_nbgrader_validate_command_passes_on_an_exercise_sheet(nbgrader_course):
+    sheet = nbgrader_course / "source" / "ps2" / COMPAT_LESSONS[0]
+    result = _nbgrader(["validate", str(sheet)], sheet.parent)
     assert result.returncode == 0 and "Success! Your notebook passes all the tests." in (
         result.stdout + result.stderr), (result.stdout + result.stderr)[-3000:]
