@@ -53,6 +53,17 @@ def synchronize(device: torch.device | str) -> None:
         torch.mps.synchronize()
 
 
+def values_checkable(tensor: torch.Tensor) -> bool:
+    """Whether a range check may read `tensor`'s values for free.
+
+    Reading values of a GPU tensor (`int(t.max())`) makes the host wait for the device, and
+    under `torch.compile` it breaks the graph. So the model checks token ids and positions
+    only for CPU tensors in eager mode; on a GPU an out-of-range id still fails, inside the
+    embedding or the table lookup, with the device's less friendly message.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def describe(device: torch.device | None = None) -> str:
     """One line about the machine: Python, torch, device, threads."""
     device = device or pick_device()

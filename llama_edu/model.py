@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Attention, KVCache, build_mask, causal_mask
+from .device import values_checkable
 from .ffn import MLP, SwiGLU, ffn_hidden_dim
 from .norms import LayerNorm, RMSNorm
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, sinusoidal
@@ -240,7 +241,7 @@ class Llama(nn.Module):
         if kind == "rope":
             cos, sin = self.rotary(position_ids)             # (seq or (b, seq), head_dim)
         elif kind == "sinusoidal":  # scaled as in Vaswani et al., so tokens are not drowned
-            table = sinusoidal(int(position_ids.max()) + 1, self.config.dim)
+            table = sinusoidal(self.config.max_seq_len, self.config.dim)  # (max_seq, dim)
             h = h * math.sqrt(self.config.dim) + table.to(h.device, h.dtype)[position_ids]
         elif kind == "alibi":
             mask, is_causal = self._alibi_mask(seq, start_pos, mask, h), False
@@ -271,7 +272,7 @@ class Llama(nn.Module):
                              f"{tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
-        if tokens.device.type != "meta":
+        if values_checkable(tokens):
             low, high = int(tokens.min()), int(tokens.max())
             if low < 0 or high >= self.config.vocab_size:
                 raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got "

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .device import values_checkable
+
 # ---------------------------------------------------------------------------------------
 # Frequencies
 
@@ -122,7 +124,7 @@ class RotaryEmbedding(nn.Module):
         """position_ids: (seq,) or (batch, seq) integers -> cos, sin of shape (..., head_dim)."""
         if position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool:
             raise TypeError(f"position_ids must be integers, got dtype {position_ids.dtype}")
-        if position_ids.numel():
+        if position_ids.numel() and values_checkable(position_ids):
             low, high = int(position_ids.min()), int(position_ids.max())
             if high >= self.max_seq_len:
                 raise ValueError(
