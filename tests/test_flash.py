@@ -1,5 +1,6 @@
 """llama_edu.flash: online softmax, tiled attention (forward, backward, causal skip), the IO
-model, the memory meter, and the Triton kernels (through the interpreter without a GPU)."""
+model, memory as the sequence grows, and the Triton kernels (through the interpreter without
+a GPU)."""
 
 import os
 import subprocess
@@ -19,6 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 from llama_edu import flash  # noqa: E402
 from llama_edu.attention import attention, causal_mask  # noqa: E402
 from llama_edu.norms import RMSNorm  # noqa: E402
+from llama_edu.profiling import peak_memory  # noqa: E402
 
 ATOL = 1e-5
 
@@ -273,25 +275,14 @@ def test_io_models_reject_bad_sizes():
         flash.tiled_io(128, 64, 100)
 
 
-def test_peak_memory_counts_live_tensors_exactly():
-    def build():
-        a = torch.empty(1000)                        # 4000 bytes
-        b = torch.empty(500, dtype=torch.float64)    # 4000 more: 8000 live
-        del a
-        c = torch.empty(10)                          # 4040 live
-        return b.view(10, 50), c                     # a view adds nothing
-
-    assert flash.peak_memory(build) == 8000
-
-
 def test_tiled_attention_memory_grows_linearly_and_naive_quadratically():
     peaks = {}
     for n in (256, 512):
         q, k, v = qkv(1, 2, 2, n, n, 16)
         with torch.no_grad():
-            peaks[n] = (flash.peak_memory(attention, q, k, v, is_causal=True),
-                        flash.peak_memory(flash.tiled_attention, q, k, v, causal=True,
-                                          block_q=128, block_k=128))
+            peaks[n] = (peak_memory(attention, q, k, v, is_causal=True),
+                        peak_memory(flash.tiled_attention, q, k, v, causal=True,
+                                    block_q=128, block_k=128))
     naive_ratio, tiled_ratio = peaks[512][0] / peaks[256][0], peaks[512][1] / peaks[256][1]
     assert 3.5 < naive_ratio < 4.5 and tiled_ratio < 2.1   # N^2 vs at most N
     assert peaks[512][1] * 8 < peaks[512][0]

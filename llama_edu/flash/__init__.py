@@ -18,18 +18,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = [
     "IOCost", "TiledAttentionFunction", "block_kind", "merge_softmax_stats", "naive_io",
-    "online_softmax", "online_step", "peak_memory", "softmax_stats", "tiled_attention",
+    "online_softmax", "online_step", "softmax_stats", "tiled_attention",
     "tiled_attention_steps", "tiled_io", "triton_available", "triton_kernels",
 ]
 
@@ -358,67 +356,6 @@ def _positive(**values: int) -> tuple[int, ...]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     return tuple(values.values())
-
-
-# ---------------------------------------------------------------------------------------
-# Measuring memory
-
-class _LiveTensorBytes(TorchDispatchMode):
-    """Counts the storage bytes of every tensor an ATen op returns until it is freed."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self._storages: dict[int, weakref.ref] = {}
-
-    def _freed(self, key: int, nbytes: int) -> None:
-        self.live -= nbytes
-        self._storages.pop(key, None)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        outputs = result if isinstance(result, (tuple, list)) else (result,)
-        for tensor in outputs:
-            if not isinstance(tensor, Tensor) or tensor.device.type == "meta":
-                continue
-            storage = tensor.untyped_storage()
-            key, nbytes = storage.data_ptr(), storage.nbytes()
-            if nbytes == 0 or key in self._storages:               # a view of a known storage
-                continue
-            self._storages[key] = weakref.ref(storage, lambda _, k=key, n=nbytes:
-                                              self._freed(k, n))
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-        return result
-
-
-def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,
-                **kwargs) -> int:
-    """Peak bytes allocated while `fn(*args, **kwargs)` runs, beyond what existed before.
-
-    CUDA: `torch.cuda.max_memory_allocated` (the caching allocator's own count).
-    CPU and others: the largest total size of live tensors that ATen ops returned during the
-    call, tracked with a dispatch mode; scratch buffers a single kernel allocates inside
-    itself (SDPA's fused CPU kernel, for one) are invisible to it.
-    """
-    device = torch.device(device) if device is not None else _first_device(args)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn(*args, **kwargs)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    with _LiveTensorBytes() as tracker:
-        fn(*args, **kwargs)
-    return tracker.peak
-
-
-def _first_device(args) -> torch.device:
-    for arg in args:
-        if isinstance(arg, Tensor):
-            return arg.device
-    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------
