@@ -254,6 +254,23 @@ def test_block_kind_agrees_with_the_causal_mask(q_len, extra, data):
     assert flash.block_kind(qs, qe, ks, ke, extra) == expected
 
 
+@settings(max_examples=50, deadline=None)
+@given(q_len=st.integers(1, 30), extra=st.integers(0, 10), block_q=st.integers(1, 12),
+       block_k=st.integers(1, 12), causal=st.booleans())
+def test_the_tile_walk_visits_each_visible_score_once(q_len, extra, block_q, block_k, causal):
+    kv_len = q_len + extra
+    walk = list(flash.tiles(q_len, kv_len, block_q, block_k, causal))
+    seen = torch.zeros(q_len, kv_len, dtype=torch.int64)
+    for tile in walk:
+        assert tile.kind != "skip"
+        seen[tile.rows, tile.keys] += tile.visible("cpu") if tile.kind == "partial" else 1
+    visible = causal_mask(q_len, kv_len) if causal else torch.ones(q_len, kv_len, dtype=bool)
+    assert torch.equal(seen, visible.long())
+    grid = list(flash.tiles(q_len, kv_len, block_q, block_k, causal, keep_skipped=True))
+    assert len(grid) == -(-q_len // block_q) * -(-kv_len // block_k)
+    assert [tile for tile in grid if tile.kind != "skip"] == walk
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_other_dtypes_keep_their_dtype_and_accumulate_in_at_least_fp32(dtype):
     q, k, v = qkv(1, 2, 2, 30, 30, 16, dtype=dtype)
@@ -274,6 +291,15 @@ def test_tiled_attention_steps_converge_to_the_exact_rows():
     torch.testing.assert_close(states[-1].out, exact, atol=atol, rtol=rtol)
     assert (states[0].out - exact).abs().max() > 10 * atol  # keys 8..15 not seen yet
     assert states[1].m.shape == (1, 2, 8) and (states[1].m >= states[0].m).all()
+
+
+def test_tiled_attention_steps_share_kv_heads_and_check_the_query_range():
+    q, k, v = qkv(1, 4, 2, 12, 12, 8)                                 # GQA: 2 heads per kv head
+    last = list(flash.tiled_attention_steps(q, k, v, 4, 9, causal=True, block_k=4))[-1]
+    assert last.out.shape == (1, 4, 5, 8)
+    assert_attention_close(last.out, naive(q, k, v, True)[..., 4:9, :], q, k, v)
+    with pytest.raises(ValueError, match="need 0 <= q_start < q_end <= q_len \\(12\\)"):
+        list(flash.tiled_attention_steps(q, k, v, 8, 13))
 
 
 @pytest.mark.parametrize("args, error, match", [
@@ -407,6 +433,11 @@ def test_triton_flash_attention_equals_sdpa(kernels, shape, causal, dtype):
                            rounded_p=None if dtype == torch.float32 else dtype)
     if dtype == torch.float32:
         assert_attention_close(out, flash.tiled_attention(q, k, v, causal), q, k, v)
+
+
+@needs_triton
+def test_the_triton_loader_can_be_called_again(kernels):
+    assert flash.triton_kernels() is kernels          # loading did not replace the loader
 
 
 @needs_triton
