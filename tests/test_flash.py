@@ -64,11 +64,6 @@ def gamma(n, dtype):
     return nu / (1 - nu)
 
 
-def accumulation_dtype(dtype):
-    """Tiled attention, SDPA and naive attention sum in fp32 at least (fp64 stays fp64)."""
-    return torch.promote_types(dtype, torch.float32)
-
-
 def score_size(q, k):
     """A bound S on every score's size sum_l |q_il k_jl| / sqrt(d): by Cauchy-Schwarz,
     max ||q_i|| max ||k_j|| / sqrt(d)."""
@@ -88,7 +83,7 @@ def attention_tolerance(q, k, v, out_dtype=None, rounded_p=None):
     product with v (the Triton kernel's fp16 path), u max|v| more. Each side finally rounds
     to out_dtype: rtol. Two sides: twice each.
     """
-    acc = accumulation_dtype(q.dtype)
+    acc = torch.promote_types(q.dtype, torch.float32)   # every side sums in fp32 at least
     ds = gamma(q.shape[-1] + 3, acc) * (score_size(q, k) + 1)
     per_side = 2 * ds + 2 * gamma(k.shape[2] + 4, acc)
     if rounded_p is not None:
