@@ -321,6 +321,8 @@ def test_bad_settings_raise_clear_errors():
         flash.tiled_attention(q, k, v, block_k=0)
     with pytest.raises(ValueError, match="block_q must be a positive int"):
         flash.tiled_attention(q, k, v, block_q=8.0)
+    with pytest.raises(ValueError, match="block_k must be a positive int"):
+        list(flash.tiles(8, 8, 4, 0, causal=True))
 
 
 # ---------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ def tiles(q_len: int, kv_len: int, block_q: int, block_k: int, causal: bool,
     its query block (they hold later keys), and the walk moves on to the next query block;
     `keep_skipped` yields those tiles too, for drawing.
     """
+    _check_blocks(block_q, block_k)
     offset = kv_len - q_len
     q_end = q_len if q_end is None else q_end
     for qs in range(q_start, q_end, block_q):
@@ -127,6 +128,10 @@ def check_inputs(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int,
     if causal and k.shape[2] < q.shape[2]:
         raise ValueError(f"causal attention needs kv_len ({k.shape[2]}) >= q_len "
                          f"({q.shape[2]}): the queries are the last q_len positions")
+    _check_blocks(block_q, block_k)
+
+
+def _check_blocks(block_q: int, block_k: int) -> None:
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ValueError(f"{name} must be a positive int, got {size!r}")
