@@ -2,7 +2,7 @@
 
 CPU, batch 1, 8 heads, head_dim 64, causal, seq 1024 / 2048 / 4096, fp32:
   - peak memory of `llama_edu.flash.tiled_attention` as a fraction of naive attention's
-    (`llama_edu.attention.attention`), measured by `flash.peak_memory`; target <= 1/8 at 4096;
+    (`llama_edu.attention.attention`), measured by `profiling.peak_memory`; target <= 1/8 at 4096;
   - time of the tiled PyTorch loop and of naive attention as multiples of SDPA's.
 On a CUDA GPU, also (fp16): the Triton kernel's time as a multiple of SDPA's, and the GPU
 peak memory (torch.cuda.max_memory_allocated) of naive vs SDPA vs the Triton kernel.
@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from llama_edu import flash
+from llama_edu import flash, profiling
 from llama_edu.attention import attention
 from llama_edu.device import describe, synchronize
 
@@ -53,8 +53,8 @@ def cpu_rows(args) -> list[dict]:
         q, k, v = inputs(n, args, cpu, torch.float32)
         tiled = dict(causal=args.causal, block_q=args.block, block_k=args.block)
         with torch.no_grad():
-            naive_peak = flash.peak_memory(attention, q, k, v, is_causal=args.causal)
-            tiled_peak = flash.peak_memory(flash.tiled_attention, q, k, v, **tiled)
+            naive_peak = profiling.peak_memory(attention, q, k, v, is_causal=args.causal)
+            tiled_peak = profiling.peak_memory(flash.tiled_attention, q, k, v, **tiled)
             t_sdpa = best_time(F.scaled_dot_product_attention, q, k, v, is_causal=args.causal,
                                repeats=args.repeats, device=cpu)
             t_tiled = best_time(flash.tiled_attention, q, k, v, **tiled, repeats=args.repeats,
@@ -77,16 +77,16 @@ def gpu_rows(args) -> list[dict]:
         q, k, v = inputs(n, args, gpu, torch.float16)
         row = dict(n=n)
         with torch.no_grad():
-            row["naive_mib"] = flash.peak_memory(attention, q, k, v,
-                                                 is_causal=args.causal) / 2**20
-            row["sdpa_mib"] = flash.peak_memory(F.scaled_dot_product_attention, q, k, v,
-                                                is_causal=args.causal) / 2**20
+            row["naive_mib"] = profiling.peak_memory(attention, q, k, v,
+                                                     is_causal=args.causal) / 2**20
+            row["sdpa_mib"] = profiling.peak_memory(F.scaled_dot_product_attention, q, k, v,
+                                                    is_causal=args.causal) / 2**20
             row["t_sdpa"] = best_time(F.scaled_dot_product_attention, q, k, v,
                                       is_causal=args.causal, repeats=10 * args.repeats,
                                       device=gpu)
             if kernels is not None:
-                row["triton_mib"] = flash.peak_memory(kernels.flash_attention, q, k, v,
-                                                      causal=args.causal) / 2**20
+                row["triton_mib"] = profiling.peak_memory(kernels.flash_attention, q, k, v,
+                                                          causal=args.causal) / 2**20
                 row["triton_vs_sdpa"] = best_time(kernels.flash_attention, q, k, v,
                                                   causal=args.causal,
                                                   repeats=10 * args.repeats,

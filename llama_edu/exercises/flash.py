@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..flash import block_kind, online_step
+from ..flash import block_kind, online_step, tiled
 from ._common import call, expect, passed
 
 __all__ = ["check_rescale_step", "check_causal_skip"]
@@ -133,11 +133,10 @@ _GRIDS = [(8, 8, 4, 4), (10, 10, 4, 3), (7, 7, 1, 1), (6, 6, 6, 6), (5, 12, 2, 4
 
 
 def _tiles():
+    """(q_start, q_end, k_start, k_end, offset) of every tile of every grid."""
     for q_len, kv_len, block_q, block_k in _GRIDS:
-        for qs in range(0, q_len, block_q):
-            for ks in range(0, kv_len, block_k):
-                yield (qs, min(qs + block_q, q_len), ks, min(ks + block_k, kv_len),
-                       kv_len - q_len)
+        for tile in tiled.tiles(q_len, kv_len, block_q, block_k, causal=False):
+            yield tile.q_start, tile.q_end, tile.k_start, tile.k_end, tile.offset
 
 
 def _skip_first_row(qs, qe, ks, ke, offset):

@@ -1,9 +1,14 @@
 """Triton kernels for lesson 08: the flash-attention forward and a fused RMSNorm.
 
-One program (a kernel instance) owns BLOCK_M query rows of one (batch, head) and runs the
-loop of `llama_edu.flash._tiled_forward` with its tiles in fast on-chip memory: load a
-K/V tile, score it, update the running max m, sum l and output acc, move on (Dao et al.
-2022, Algorithm 1, with the query-outer loop order of FlashAttention-2, Dao 2023).
+The attention kernel follows FlashAttention-2 (Dao 2023, "FlashAttention-2: Faster
+Attention with Better Parallelism and Work Partitioning"), as `llama_edu.flash.tiled` does.
+Query blocks are the outer loop: one program (a kernel instance) owns BLOCK_M query rows of
+one (batch, head) and walks the key/value tiles, each in fast on-chip memory: load a K/V
+tile, score it, update the running max m, sum l and output acc, move on. It divides acc by
+l once, after the last tile. A training kernel would also store each row's log-sum-exp
+m + log l for the backward pass; this one is forward only and stores just the output.
+FlashAttention-1 (Dao et al. 2022, Algorithm 1) has the K/V blocks in the outer loop and
+keeps l and m in slow memory.
 
 Without a CUDA GPU the kernels run in Triton's interpreter on CPU tensors. The switch
 (TRITON_INTERPRET=1) must be set before the @triton.jit decorators below run; import this
@@ -19,6 +24,8 @@ import sys
 
 import torch
 from torch import Tensor
+
+from ..tiled import check_inputs
 
 _IMPORTED_EARLIER = "triton.language" in sys.modules and not os.environ.get("TRITON_INTERPRET")
 if not torch.cuda.is_available():
@@ -139,9 +146,7 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False,
     q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim).
     Blocks are powers of two >= 16 (what `tl.dot` accepts). Forward only.
     """
-    from . import _check_inputs
-
-    _check_inputs(q, k, v, causal, block_m, block_n)
+    check_inputs(q, k, v, causal, block_m, block_n)
     _check_device(q, k, v)
     for name, size in (("block_m", block_m), ("block_n", block_n)):
         if size < 16 or size & (size - 1):

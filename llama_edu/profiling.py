@@ -1,0 +1,88 @@
+"""Measuring the peak memory of a call (lessons 08 onwards, and `benchmarks/`).
+
+`peak_memory(fn, *args)` is the largest number of bytes the call held at once beyond what
+existed before it. A CUDA GPU counts this itself (`torch.cuda.max_memory_allocated`); on the
+CPU PyTorch keeps no such counter, so every tensor an ATen operation returns is added when
+it appears and subtracted when its storage is freed, like `tracemalloc` for tensors.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+# Why a private module: the accounting needs every ATen operation, and only a dispatch mode
+# sees them all. The public alternatives fall short. torch.profiler(profile_memory=True)
+# gives each recorded range only its net memory (allocated minus freed inside it), with no
+# timeline of allocations, so a peak inside a range is lost: it reports tiled attention,
+# which runs inside one autograd.Function range, at the size of its output. Its memory
+# timeline export is deprecated, and the replacement it names is CUDA-only.
+# torch.overrides.TorchFunctionMode sees Python-level calls only: not the operations inside
+# a composite function (SDPA's math path) nor those autograd runs for backward.
+# No public module exports TorchDispatchMode (torch 2.13); torch's own public
+# torch.utils.flop_counter.FlopCounterMode counts operations with it in the same way.
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["peak_memory"]
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Counts the storage bytes of every tensor an ATen op returns until it is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._storages: dict[int, weakref.ref] = {}
+
+    def _freed(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._storages.pop(key, None)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        outputs = result if isinstance(result, (tuple, list)) else (result,)
+        for tensor in outputs:
+            if not isinstance(tensor, Tensor) or tensor.device.type == "meta":
+                continue
+            storage = tensor.untyped_storage()
+            key, nbytes = storage.data_ptr(), storage.nbytes()
+            if nbytes == 0 or key in self._storages:               # a view of a known storage
+                continue
+            self._storages[key] = weakref.ref(storage, lambda _, k=key, n=nbytes:
+                                              self._freed(k, n))
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        return result
+
+
+def peak_memory(fn: Callable, *args, device: torch.device | str | None = None,
+                **kwargs) -> int:
+    """Peak bytes allocated while `fn(*args, **kwargs)` runs, beyond what existed before.
+
+    CUDA: `torch.cuda.max_memory_allocated` (the caching allocator's own count).
+    CPU and others: the largest total size of live tensors that ATen ops returned during the
+    call, tracked with a dispatch mode; scratch buffers a single kernel allocates inside
+    itself (SDPA's fused CPU kernel, for one) are invisible to it.
+    `device` defaults to that of the first tensor argument, else the CPU.
+    """
+    device = torch.device(device) if device is not None else _first_device(args)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with _LiveTensorBytes() as tracker:
+        fn(*args, **kwargs)
+    return tracker.peak
+
+
+def _first_device(args) -> torch.device:
+    for arg in args:
+        if isinstance(arg, Tensor):
+            return arg.device
+    return torch.device("cpu")
