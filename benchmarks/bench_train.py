@@ -29,7 +29,8 @@ from torch import nn
 from llama_edu.device import describe
 from llama_edu.interop import to_hf_model
 from llama_edu.model import Llama, LlamaConfig
-from llama_edu.precision import choose_precision, matmul_flops, mfu, train_flops_per_token
+from llama_edu.precision import choose_precision
+from llama_edu.profiling import matmul_flops, mfu, train_flops_per_token
 from llama_edu.train import TrainConfig, lm_loss, make_optimizer
 
 TARGETS = {("llama_edu eager fp32", "transformers fp32"): 1.0,

@@ -20,7 +20,6 @@ GPU with bf16, or a CPU with AMX or AVX512-BF16 instructions) and fp32 elsewhere
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,52 +92,3 @@ def choose_precision(requested: str = "auto", device: torch.device | str = "cpu"
         return Precision("fp32", device, "auto: the CPU has no bf16 instructions "
                                          "(AMX-BF16 or AVX512-BF16)")
     return Precision("fp32", device, f"auto: fp32 on {device.type}")
-
-
-# ---------------------------------------------------------------------------------------
-# how fast, and how much of it a model uses
-
-def matmul_flops(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                 size: int = 2048, repeats: int = 5) -> float:
-    """Measured FLOP/s of a size x size matmul in `dtype`: the peak a model can hope for.
-
-    The best of `repeats` timings after one warm-up, 2 * size^3 floating-point operations
-    each (a multiply and an add per term)."""
-    device = torch.device(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
-    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
-    best = float("inf")
-    for i in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def train_flops_per_token(config, seq_len: int) -> float:
-    """FLOPs of one training token (forward and backward): 6 N + 12 n_layers dim seq_len.
-
-    6 N counts the weight matmuls (2 N forward, 4 N backward) with N the parameters outside
-    the embedding table; 12 L d T adds the attention scores and their weighted sum
-    (Chowdhery et al., 2022, PaLM, Appendix B)."""
-    from .model import count_parameters
-
-    embedding = config.vocab_size * config.dim
-    n = count_parameters(config) - embedding
-    return 6 * n + 12 * config.n_layers * config.dim * seq_len
-
-
-def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:
-    """Model FLOPs utilisation: the share of the measured peak that training achieves."""
-    return tokens_per_second * flops_per_token / peak_flops

@@ -1,13 +1,18 @@
-"""Measuring the peak memory of a call (lessons 08 onwards, and `benchmarks/`).
+"""Measuring a call's peak memory, a dtype's matmul speed and a model's FLOPs (lessons 08
+onwards, and `benchmarks/`).
 
 `peak_memory(fn, *args)` is the largest number of bytes the call held at once beyond what
 existed before it. A CUDA GPU counts this itself (`torch.cuda.max_memory_allocated`); on the
 CPU PyTorch keeps no such counter, so every tensor an ATen operation returns is added when
 it appears and subtracted when its storage is freed, like `tracemalloc` for tensors.
+
+`matmul_flops(dtype)` measures the machine's matmul peak in a dtype, and `mfu` says what
+share of it a training run reaches, counting `train_flops_per_token` as PaLM does.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable
 
@@ -26,7 +31,9 @@ from torch import Tensor
 # torch.utils.flop_counter.FlopCounterMode counts operations with it in the same way.
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["peak_memory"]
+from .device import synchronize
+
+__all__ = ["matmul_flops", "mfu", "peak_memory", "train_flops_per_token"]
 
 
 class _LiveTensorBytes(TorchDispatchMode):
@@ -86,3 +93,45 @@ def _first_device(args) -> torch.device:
         if isinstance(arg, Tensor):
             return arg.device
     return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# how fast, and how much of it a model uses
+
+def matmul_flops(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 size: int = 2048, repeats: int = 5) -> float:
+    """Measured FLOP/s of a size x size matmul in `dtype`: the peak a model can hope for.
+
+    The best of `repeats` timings after one warm-up, 2 * size^3 floating-point operations
+    each (a multiply and an add per term)."""
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def train_flops_per_token(config, seq_len: int) -> float:
+    """FLOPs of one training token (forward and backward): 6 N + 12 n_layers dim seq_len.
+
+    6 N counts the weight matmuls (2 N forward, 4 N backward) with N the parameters outside
+    the embedding table; 12 L d T adds the attention scores and their weighted sum
+    (Chowdhery et al., 2022, PaLM, Appendix B)."""
+    from .model import count_parameters
+
+    embedding = config.vocab_size * config.dim
+    n = count_parameters(config) - embedding
+    return 6 * n + 12 * config.n_layers * config.dim * seq_len
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: the share of the measured peak that training achieves."""
+    return tokens_per_second * flops_per_token / peak_flops
