@@ -16,7 +16,7 @@ position ids that skip the padding.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -222,17 +222,31 @@ def stream(model: Llama, prompt_ids, max_new_tokens: int, temperature: float = 0
 
 def stream_text(model: Llama, tokenizer, prompt: str, max_new_tokens: int = 64,
                 **sampling) -> Iterator[str]:
-    """Yield text pieces as they are generated. A character split over several byte tokens
-    (<0xE7><0x8C><0xAB> for 猫) is held back until all of its bytes have arrived."""
+    """Yield text pieces as they are generated (see `text_pieces` for split characters)."""
     prompt_ids = tokenizer.encode(prompt, bos=True)
+    eos_id = sampling.pop("eos_id", tokenizer.eos_id)
+    yield from text_pieces(tokenizer, prompt_ids,
+                           stream(model, prompt_ids, max_new_tokens, eos_id=eos_id, **sampling))
+
+
+def text_pieces(tokenizer, prompt_ids: list[int], new_ids: Iterable[int]) -> Iterator[str]:
+    """The text that each new id adds after the prompt, never showing half a character.
+
+    A character outside the vocabulary arrives as several byte tokens (<0xE7><0x8C><0xAB>
+    for 猫); until its last byte is there, the decoded text ends in U+FFFD, so it is held
+    back. Whatever is still held when the ids end is an incomplete tail and is dropped:
+    the pieces joined equal decode(prompt + new ids) after the prompt's text, less that tail.
+    """
     ids = list(prompt_ids)
-    shown = tokenizer.decode(prompt_ids)      # decode with the prompt: keeps the leading space
-    for token in stream(model, prompt_ids, max_new_tokens,
-                        eos_id=sampling.pop("eos_id", tokenizer.eos_id), **sampling):
+    shown = tokenizer.decode(ids)             # decode with the prompt: keeps the leading space
+    for token in new_ids:
         ids.append(token)
         text = tokenizer.decode(ids)
         if text.endswith("\ufffd") or text == shown:   # an incomplete character: wait
             continue
+        if not text.startswith(shown):
+            raise RuntimeError(f"decoding one more id changed earlier text: {shown!r} became "
+                               f"{text!r}; the tokenizer's decode is not prefix-stable")
         yield text[len(shown):]
         shown = text
 

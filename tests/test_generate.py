@@ -233,3 +233,32 @@ def test_sampling_explorer_redraws_without_stderr(capfd):
 
     has_cjk_font = len(viz.font_family()) > 1
     assert plot_text("猫a\nb") == ("猫a\nb" if has_cjk_font else "U+732Ba\nb")
+
+
+def test_streamed_pieces_are_the_decoded_text_less_an_incomplete_tail():
+    """For any ids, byte tokens of split characters included, the streamed pieces never
+    show half a character (U+FFFD at their end) and join to decode(ids) after the prompt,
+    less a trailing incomplete character."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from llama_edu.generate import text_pieces
+    from llama_edu.train import load_course_model
+
+    _, tokenizer = load_course_model()
+    byte_ids = [tokenizer.piece_to_id(f"<0x{b:02X}>") for b in range(256)]
+    ids = st.one_of(st.integers(0, tokenizer.vocab_size - 1), st.sampled_from(byte_ids))
+    zh = tokenizer.encode("猫在山里")
+    prompts = st.sampled_from([[tokenizer.bos_id], tokenizer.encode("Once", bos=True),
+                               tokenizer.encode("从前", bos=True)])
+
+    @settings(max_examples=300, deadline=None)
+    @given(prompt=prompts, new=st.lists(ids, max_size=24), cut=st.integers(0, len(zh)))
+    def check(prompt, new, cut):
+        new = new + zh[:cut]                     # often end inside a character's bytes
+        pieces = list(text_pieces(tokenizer, prompt, new))
+        assert all(p and not p.endswith("\ufffd") for p in pieces)
+        full = tokenizer.decode(prompt + new)[len(tokenizer.decode(prompt)):]
+        assert "".join(pieces) == full.rstrip("\ufffd")
+
+    check()
