@@ -17,14 +17,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def _group_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+from .groups import get_rank, get_world_size
 
 
 def _all_reduce(x: Tensor) -> Tensor:
     """Sum of x over all ranks (a new tensor; x is left alone)."""
-    if _group_size() == 1:
+    if get_world_size() == 1:
         return x
     out = x.contiguous().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
@@ -33,7 +31,7 @@ def _all_reduce(x: Tensor) -> Tensor:
 
 def _all_gather_last(x: Tensor) -> Tensor:
     """Every rank's x, concatenated along the last dimension.  (..., n) -> (..., world * n)"""
-    world = _group_size()
+    world = get_world_size()
     if world == 1:
         return x
     x = x.contiguous()
@@ -44,13 +42,13 @@ def _all_gather_last(x: Tensor) -> Tensor:
 
 def _my_slice_last(x: Tensor) -> Tensor:
     """This rank's 1/world of the last dimension.  (..., world * n) -> (..., n)"""
-    world = _group_size()
+    world = get_world_size()
     if world == 1:
         return x
     if x.shape[-1] % world:
         raise ValueError(f"last dimension {x.shape[-1]} is not divisible by the world size "
                          f"{world}")
-    return x.chunk(world, dim=-1)[dist.get_rank()].contiguous()
+    return x.chunk(world, dim=-1)[get_rank()].contiguous()
 
 
 class _CopyToParallel(torch.autograd.Function):
@@ -66,7 +64,7 @@ class _CopyToParallel(torch.autograd.Function):
 class _ReduceFromParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _all_reduce(x) if _group_size() > 1 else x.view_as(x)
+        return _all_reduce(x) if get_world_size() > 1 else x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -76,7 +74,7 @@ class _ReduceFromParallel(torch.autograd.Function):
 class _GatherFromParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _all_gather_last(x) if _group_size() > 1 else x.view_as(x)
+        return _all_gather_last(x) if get_world_size() > 1 else x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -86,7 +84,7 @@ class _GatherFromParallel(torch.autograd.Function):
 class _ScatterToParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _my_slice_last(x) if _group_size() > 1 else x.view_as(x)
+        return _my_slice_last(x) if get_world_size() > 1 else x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):

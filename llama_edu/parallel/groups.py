@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -24,6 +25,15 @@ from ..device import pick_device
 # ---------------------------------------------------------------------------------------
 # Process groups
 # ---------------------------------------------------------------------------------------
+
+
+class _TorchrunEnv(NamedTuple):
+    """Where this process sits, as torchrun (or `launch`) describes it in the environment."""
+
+    rank: int
+    world_size: int
+    local_rank: int              # the rank among the processes on this machine: its GPU
+    local_world_size: int
 
 
 def _env_int(name: str, default: int | None = None) -> int | None:
@@ -37,10 +47,48 @@ def _env_int(name: str, default: int | None = None) -> int | None:
                          "torchrun sets it for you") from None
 
 
+def _torchrun_env() -> _TorchrunEnv | None:
+    """RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE from the environment, checked.
+
+    None without WORLD_SIZE: a plain single process. The one place that reads them.
+    """
+    world_size = _env_int("WORLD_SIZE")
+    if world_size is None:
+        return None
+    rank = _env_int("RANK")
+    if rank is None:
+        raise ValueError("WORLD_SIZE is set but RANK is not; start the script with "
+                         "`torchrun --nproc_per_node N ...` or set both")
+    if world_size <= 0 or not 0 <= rank < world_size:
+        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
+    return _TorchrunEnv(rank, world_size, _env_int("LOCAL_RANK", rank),
+                       _env_int("LOCAL_WORLD_SIZE", world_size))
+
+
+def _in_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's rank; 0 outside a process group."""
+    return dist.get_rank() if _in_group() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes in the group; 1 outside a process group."""
+    return dist.get_world_size() if _in_group() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 and in a single process: the one that prints and saves."""
+    return get_rank() == 0
+
+
 def default_backend(local_world_size: int | None = None) -> str:
     """'nccl' when every local rank can have its own CUDA GPU, else 'gloo' (CPU)."""
     if local_world_size is None:
-        local_world_size = _env_int("LOCAL_WORLD_SIZE", _env_int("WORLD_SIZE", 1))
+        env = _torchrun_env()
+        local_world_size = 1 if env is None else env.local_world_size
     if torch.cuda.is_available() and torch.cuda.device_count() >= local_world_size:
         return "nccl"
     return "gloo"
@@ -51,10 +99,11 @@ def current_device() -> torch.device:
 
     Outside a process group: `pick_device()` (cuda > mps > cpu).
     """
-    if not dist.is_initialized():
+    if not _in_group():
         return pick_device()
     if dist.get_backend() == "nccl":
-        return torch.device("cuda", _env_int("LOCAL_RANK", 0))
+        env = _torchrun_env()
+        return torch.device("cuda", 0 if env is None else env.local_rank)
     return torch.device("cpu")
 
 
@@ -66,53 +115,31 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
     NCCL when each local rank has a CUDA GPU (and sets that GPU from LOCAL_RANK), else gloo.
     Returns (rank, world_size, device).
     """
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), current_device()
-    world_size = _env_int("WORLD_SIZE")
-    if world_size is None:
+    if _in_group():
+        return get_rank(), get_world_size(), current_device()
+    env = _torchrun_env()
+    if env is None:
         return 0, 1, pick_device()
-    rank = _env_int("RANK")
-    if rank is None:
-        raise ValueError("WORLD_SIZE is set but RANK is not; start the script with "
-                         "`torchrun --nproc_per_node N ...` or set both")
-    if world_size <= 0 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
             raise ValueError(f"{name} is not set; torchrun sets it, or export it yourself "
                              "(e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500)")
-    local_rank = _env_int("LOCAL_RANK", rank)
-    backend = backend or default_backend()
+    backend = backend or default_backend(env.local_world_size)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' (CPU) or 'nccl' (CUDA), got {backend!r}")
     options = {}
     if backend == "nccl":
         if not torch.cuda.is_available():
             raise ValueError("backend 'nccl' needs CUDA GPUs; use 'gloo' on a CPU")
-        torch.cuda.set_device(local_rank)
-        options["device_id"] = torch.device("cuda", local_rank)   # this rank's GPU
-    dist.init_process_group(backend, rank=rank, world_size=world_size, **options)
-    return rank, world_size, current_device()
-
-
-def get_rank() -> int:
-    """This process's rank; 0 outside a process group."""
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    """Number of processes in the group; 1 outside a process group."""
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    """True on rank 0 and in a single process: the one that prints and saves."""
-    return get_rank() == 0
+        torch.cuda.set_device(env.local_rank)
+        options["device_id"] = torch.device("cuda", env.local_rank)   # this rank's GPU
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, **options)
+    return env.rank, env.world_size, current_device()
 
 
 def cleanup() -> None:
     """Leave the process group (safe to call when there is none)."""
-    if dist.is_initialized():
+    if _in_group():
         dist.destroy_process_group()
 
 

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .collectives import (
-    _group_size,
     _ReplicatedWeight,
     copy_to_parallel,
     gather_from_parallel,
@@ -75,14 +74,14 @@ class _Sharded(nn.Module):
         self.shard_index = self.rank // replicas
 
     def _check_group(self) -> None:
-        if _group_size() != self.world_size:
+        if get_world_size() != self.world_size:
             raise ValueError(f"{type(self).__name__} was built for world size "
-                             f"{self.world_size} but the process group has {_group_size()} "
+                             f"{self.world_size} but the process group has {get_world_size()} "
                              "rank(s); run it under llama_edu.parallel.launch or torchrun "
                              "with that many processes")
-        if self.world_size > 1 and dist.get_rank() != self.rank:
+        if self.world_size > 1 and get_rank() != self.rank:
             raise ValueError(f"{type(self).__name__} holds rank {self.rank}'s shard but runs "
-                             f"on rank {dist.get_rank()}; build it with rank=None")
+                             f"on rank {get_rank()}; build it with rank=None")
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int | None = None,
