@@ -22,10 +22,6 @@ from torch import Tensor, nn
 
 from .positions import apply_rope
 
-# `enable_gqa` (SDPA reads grouped K/V without copying them) arrived in torch 2.5.
-_SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
-
-
 # ---------------------------------------------------------------------------------------
 # Masks (lesson 05)
 
@@ -151,13 +147,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim)
     with n_kv_heads dividing n_heads.   -> (batch, n_heads, q_len, head_dim)
     """
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1 and not _SDPA_HAS_GQA:  # older torch: copy the K/V heads instead
-        k, v = (repeat_kv(t.transpose(1, 2), n_rep).transpose(1, 2) for t in (k, v))
-        n_rep = 1
-    kwargs = {"enable_gqa": True} if n_rep > 1 else {}
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                          **kwargs)
+                                          enable_gqa=q.shape[1] > k.shape[1])
 
 
 # ---------------------------------------------------------------------------------------
