@@ -7,12 +7,12 @@ one backward (Shoeybi et al., 2019, Megatron-LM).
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import Attention, KVCache, attention, repeat_kv
+from ..attention import Attention, KVCache
 from ..ffn import SwiGLU
-from ..positions import apply_rope
 from .collectives import copy_to_parallel
 from .layers import (
     ColumnParallelLinear,
@@ -85,45 +85,39 @@ def attention_layout(n_heads: int, n_kv_heads: int, world_size: int) -> tuple[in
                      f"in {fits}")
 
 
-class TensorParallelAttention(nn.Module):
+class TensorParallelAttention(Attention):
     """Grouped-query attention with the heads split across ranks (Megatron-LM style).
 
     q, k, v projections are column-parallel (each rank makes its own heads from the full
     x), attention runs head by head with no communication, and o_proj is row-parallel (its
     input is exactly the rank's heads) with one all-reduce. See `attention_layout` for the
-    KV heads.
+    KV heads. The attention itself is `Attention.forward`, run on this rank's heads.
     """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int | None = None,
                  use_sdpa: bool = True, rank: int | None = None, world_size: int | None = None,
                  device=None, dtype=None):
-        super().__init__()
+        with torch.device("meta"):              # Attention's checks and sizes; its full-size
+            super().__init__(dim, n_heads, n_kv_heads, use_sdpa)   # linears are replaced
         rank, world_size = _resolve(rank, world_size)
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if dim % n_heads or n_heads % n_kv_heads:
-            raise ValueError(f"dim ({dim}), n_heads ({n_heads}) and n_kv_heads "
-                             f"({n_kv_heads}) must be divisible in that order")
-        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
         self.local_heads, self.local_kv_heads, kv_replicas = attention_layout(
-            n_heads, n_kv_heads, world_size)
-        self.n_rep = self.local_heads // self.local_kv_heads
-        self.use_sdpa = use_sdpa
-        common = dict(rank=rank, world_size=world_size, device=device, dtype=dtype,
-                      copy_input=False)
-        kv_dim = n_kv_heads * self.head_dim
-        self.q_proj = ColumnParallelLinear(dim, n_heads * self.head_dim, **common)
-        self.k_proj = ColumnParallelLinear(dim, kv_dim, replicas=kv_replicas, **common)
-        self.v_proj = ColumnParallelLinear(dim, kv_dim, replicas=kv_replicas, **common)
-        common.pop("copy_input")
-        self.o_proj = RowParallelLinear(n_heads * self.head_dim, dim, **common)
+            self.n_heads, self.n_kv_heads, world_size)
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        common = dict(rank=rank, world_size=world_size, device=device, dtype=dtype)
+        self.q_proj = ColumnParallelLinear(dim, q_dim, copy_input=False, **common)
+        self.k_proj = ColumnParallelLinear(dim, kv_dim, copy_input=False, replicas=kv_replicas,
+                                           **common)
+        self.v_proj = ColumnParallelLinear(dim, kv_dim, copy_input=False, replicas=kv_replicas,
+                                           **common)
+        self.o_proj = RowParallelLinear(q_dim, dim, **common)
 
     @classmethod
     def from_attention(cls, attn: Attention, rank: int | None = None,
                        world_size: int | None = None) -> TensorParallelAttention:
         """This rank's shard of a full single-process Attention."""
-        if not isinstance(attn, Attention):
-            raise TypeError(f"from_attention needs a llama_edu.attention.Attention, got "
-                            f"{type(attn).__name__}")
+        if not isinstance(attn, Attention) or isinstance(attn, TensorParallelAttention):
+            raise TypeError(f"from_attention needs a single-process "
+                            f"llama_edu.attention.Attention, got {type(attn).__name__}")
         weight = attn.q_proj.weight
         layer = cls(weight.shape[1], attn.n_heads, attn.n_kv_heads, attn.use_sdpa, rank,
                     world_size, weight.device, weight.dtype)
@@ -134,29 +128,13 @@ class TensorParallelAttention(nn.Module):
                 mask: Tensor | None = None, is_causal: bool = False,
                 cache: KVCache | None = None, start_pos: int = 0) -> Tensor:
         """Same arguments as llama_edu.attention.Attention; a cache holds local KV heads."""
-        batch, seq, _ = x.shape                                        # (b, s, dim)
-        x = copy_to_parallel(x)                                        # backward: all-reduce
-        q = self.q_proj(x).view(batch, seq, self.local_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq, self.local_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(batch, seq, self.local_kv_heads, self.head_dim)
-        if cos is not None:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(k, v, start_pos)                       # (b, kv_len, kv/p, hd)
         if (mask is not None and mask.dim() >= 3 and mask.shape[-3] == self.n_heads
                 and self.local_heads != self.n_heads):                 # per-head bias (ALiBi)
             first = self.q_proj.rank * self.local_heads                # this rank's heads
             mask = mask.narrow(-3, first, self.local_heads)
-        if self.use_sdpa:
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_rep > 1)
-        else:
-            k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
-            out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                            mask, is_causal)
-        out = out.transpose(1, 2).reshape(batch, seq, self.local_heads * self.head_dim)
-        return self.o_proj(out)                                        # all-reduce: (b, s, dim)
+        x = copy_to_parallel(x)                                        # backward: all-reduce
+        # the rank's heads: (b, s, dim) -> (b, s, local_heads * hd) -> o_proj's all-reduce
+        return super().forward(x, cos, sin, mask, is_causal, cache, start_pos)
 
     def extra_repr(self) -> str:
         return (f"n_heads={self.n_heads} ({self.local_heads} here), n_kv_heads="
