@@ -19,6 +19,9 @@ from torch import Tensor
 
 from .groups import get_rank, get_world_size
 
+# Each helper returns x itself in a single process; an autograd Function that returns its
+# input unchanged hands back a view of it, so the graph stays intact.
+
 
 def _all_reduce(x: Tensor) -> Tensor:
     """Sum of x over all ranks (a new tensor; x is left alone)."""
@@ -64,7 +67,7 @@ class _CopyToParallel(torch.autograd.Function):
 class _ReduceFromParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _all_reduce(x) if get_world_size() > 1 else x.view_as(x)
+        return _all_reduce(x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -74,7 +77,7 @@ class _ReduceFromParallel(torch.autograd.Function):
 class _GatherFromParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _all_gather_last(x) if get_world_size() > 1 else x.view_as(x)
+        return _all_gather_last(x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -84,7 +87,7 @@ class _GatherFromParallel(torch.autograd.Function):
 class _ScatterToParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        return _my_slice_last(x) if get_world_size() > 1 else x.view_as(x)
+        return _my_slice_last(x)
 
     @staticmethod
     def backward(ctx, grad):
