@@ -351,6 +351,13 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).flatten(2)                           # (b, s, h * hd)
         return self.o_proj(out)                                        # (b, s, dim)
 
+    def make_cache(self, batch_size: int, max_seq_len: int,
+                   device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> KVCache:
+        """An empty KVCache for the KV heads this module computes (a shard: its own)."""
+        n_kv_heads = self.k_proj.weight.shape[0] // self.head_dim
+        return KVCache(batch_size, max_seq_len, n_kv_heads, self.head_dim, device, dtype)
+
     def extra_repr(self) -> str:
         return (f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
                 f"head_dim={self.head_dim}, sdpa={self.use_sdpa}")

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .collectives import _all_reduce
-from .convert import parallelize
+from .convert import parallelize, parallelize_llama
 from .groups import _to_cpu, current_device, is_main_process
 from .layers import _local, gather_state_dict
 
@@ -153,17 +153,29 @@ def data_parallel_run(rank: int, world_size: int, model: nn.Module, tokens: Tens
 
 def single_process_run(model: nn.Module, tokens: Tensor, steps: int = 3,
                        lr: float = 1e-2) -> dict:
-    """The reference for `data_parallel_run`: one process, the whole batch."""
+    """The reference for `data_parallel_run`: one process, the whole batch. Also returns
+    every step's gradients ("step_grads"), from which a test bounds how far AdamW's
+    normalised steps may amplify rounding."""
     from ..train import lm_loss
 
     model = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     x, y = tokens[:, :-1], tokens[:, 1:]
-    first = {}
-    for step in range(steps):
+    step_grads = []
+    for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         lm_loss(model(x), y).backward()
-        if step == 0:
-            first = {n: p.grad.clone() for n, p in model.named_parameters()}
+        step_grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
         optimizer.step()
-    return {"grads": first, "weights": {n: p.detach() for n, p in model.named_parameters()}}
+    return {"grads": step_grads[0] if step_grads else {}, "step_grads": step_grads,
+            "weights": {n: p.detach() for n, p in model.named_parameters()}}
+
+
+def parallel_generate(rank: int, world_size: int, model: nn.Module, prompts: list,
+                      max_new_tokens: int) -> list:
+    """Launch me: greedy decoding, KV cache included, by this rank's tensor-parallel copy
+    of `model`. Every rank returns the same new ids, those of `generate(model, ...)`."""
+    from ..generate import generate
+
+    sharded = parallelize_llama(model.to(current_device()), rank, world_size)
+    return generate(sharded, prompts, max_new_tokens)
