@@ -249,6 +249,13 @@ def test_attention_layout_keeps_query_groups_with_their_kv_heads(n_heads, n_kv_h
     assert attention_layout(n_heads, n_kv_heads, world) == expected
 
 
+@pytest.mark.parametrize("n_kv_heads, world, local_kv", [(2, 2, 1), (1, 2, 1), (4, 2, 2),
+                                                         (2, 1, 2)])
+def test_a_shard_caches_only_its_own_kv_heads(n_kv_heads, world, local_kv):
+    attn = TensorParallelAttention(16, 4, n_kv_heads, rank=world - 1, world_size=world)
+    assert attn.make_cache(3, 8).k.shape == (3, 8, local_kv, 4)
+
+
 def test_clear_errors_for_sizes_the_world_size_does_not_divide():
     with pytest.raises(ValueError, match=r"out_features \(7\) must be divisible by the world "
                                          r"size \(2\)"):
@@ -268,6 +275,12 @@ def test_clear_errors_for_sizes_the_world_size_does_not_divide():
         ColumnParallelLinear(8, 6, rank=2, world_size=2)
     with pytest.raises(ValueError, match="ffn_type='swiglu'"):
         parallelize_llama(Llama(LlamaConfig.from_preset("micro", ffn_type="gelu")), 0, 1)
+    with pytest.raises(TypeError, match="single-process"):
+        TensorParallelAttention.from_attention(TensorParallelAttention(16, 4, 2, rank=0,
+                                                                       world_size=2))
+    with pytest.raises(ValueError, match=r"n_heads \(4\) must be divisible by n_kv_heads "
+                                         r"\(3\)"):
+        TensorParallelAttention(16, 4, 3, rank=0, world_size=1)
 
 
 def test_a_sharded_layer_outside_its_process_group_says_how_to_run_it():
