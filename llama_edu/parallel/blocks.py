@@ -97,8 +97,10 @@ class TensorParallelAttention(Attention):
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int | None = None,
                  use_sdpa: bool = True, rank: int | None = None, world_size: int | None = None,
                  device=None, dtype=None):
-        with torch.device("meta"):              # Attention's checks and sizes; its full-size
-            super().__init__(dim, n_heads, n_kv_heads, use_sdpa)   # linears are replaced
+        # Attention's checks and head sizes; its full-size linears, made on the meta device
+        # (no memory), are replaced by this rank's shards below.
+        with torch.device("meta"):
+            super().__init__(dim, n_heads, n_kv_heads, use_sdpa)
         rank, world_size = _resolve(rank, world_size)
         self.local_heads, self.local_kv_heads, kv_replicas = attention_layout(
             self.n_heads, self.n_kv_heads, world_size)
@@ -116,7 +118,7 @@ class TensorParallelAttention(Attention):
                        world_size: int | None = None) -> TensorParallelAttention:
         """This rank's shard of a full single-process Attention."""
         if not isinstance(attn, Attention) or isinstance(attn, TensorParallelAttention):
-            raise TypeError(f"from_attention needs a single-process "
+            raise TypeError("from_attention needs a single-process "
                             f"llama_edu.attention.Attention, got {type(attn).__name__}")
         weight = attn.q_proj.weight
         layer = cls(weight.shape[1], attn.n_heads, attn.n_kv_heads, attn.use_sdpa, rank,
@@ -133,8 +135,8 @@ class TensorParallelAttention(Attention):
             first = self.q_proj.rank * self.local_heads                # this rank's heads
             mask = mask.narrow(-3, first, self.local_heads)
         x = copy_to_parallel(x)                                        # backward: all-reduce
-        # the rank's heads: (b, s, dim) -> (b, s, local_heads * hd) -> o_proj's all-reduce
-        return super().forward(x, cos, sin, mask, is_causal, cache, start_pos)
+        # Attention.forward on this rank's heads; o_proj (row-parallel) all-reduces
+        return super().forward(x, cos, sin, mask, is_causal, cache, start_pos)   # (b, s, dim)
 
     def extra_repr(self) -> str:
         return (f"n_heads={self.n_heads} ({self.local_heads} here), n_kv_heads="
