@@ -22,10 +22,6 @@ from torch import Tensor, nn
 
 from .positions import apply_rope
 
-# `enable_gqa` (SDPA reads grouped K/V without copying them) arrived in torch 2.5.
-_SDPA_HAS_GQA = torch.torch_version.TorchVersion(torch.__version__) >= (2, 5)
-
-
 # ---------------------------------------------------------------------------------------
 # Masks (lesson 05)
 
@@ -151,13 +147,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim)
     with n_kv_heads dividing n_heads.   -> (batch, n_heads, q_len, head_dim)
     """
-    n_rep = q.shape[1] // k.shape[1]
-    if n_rep > 1 and not _SDPA_HAS_GQA:  # older torch: copy the K/V heads instead
-        k, v = (repeat_kv(t.transpose(1, 2), n_rep).transpose(1, 2) for t in (k, v))
-        n_rep = 1
-    kwargs = {"enable_gqa": True} if n_rep > 1 else {}
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                          **kwargs)
+                                          enable_gqa=q.shape[1] > k.shape[1])
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,7 +296,8 @@ class Attention(nn.Module):
 
     n_kv_heads = n_heads: MHA;  1: MQA;  in between: GQA. `use_sdpa` picks the fused
     kernel; otherwise `repeat_kv` + `attention` (the lesson's formula) run, and the tests
-    hold the two equal.
+    hold the two equal. `llama_edu.parallel.TensorParallelAttention` runs this same forward
+    on a rank's share of the heads.
     """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int | None = None,
@@ -330,11 +322,12 @@ class Attention(nn.Module):
     def project(self, x: Tensor, cos: Tensor | None = None,
                 sin: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """q (batch, seq, n_heads, head_dim) and k, v (batch, seq, n_kv_heads, head_dim),
-        with RoPE applied to q and k when cos/sin are given."""
-        batch, seq, _ = x.shape                                        # (b, s, dim)
-        q = self.q_proj(x).view(batch, seq, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim)
+        with RoPE applied to q and k when cos/sin are given. The head counts are the
+        projections' widths / head_dim (a tensor-parallel shard holds fewer heads)."""
+        split = (-1, self.head_dim)                                    # features -> heads
+        q = self.q_proj(x).unflatten(-1, split)                        # (b, s, h, hd)
+        k = self.k_proj(x).unflatten(-1, split)                        # (b, s, kv, hd)
+        v = self.v_proj(x).unflatten(-1, split)
         if cos is not None:                                            # RoPE (Llama)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
@@ -344,7 +337,6 @@ class Attention(nn.Module):
                 cache: KVCache | None = None, start_pos: int = 0) -> Tensor:
         """x: (batch, seq, dim); cos, sin: RoPE tables for the new positions (None: no RoPE);
         mask: bool or additive, broadcastable to (batch, n_heads, seq, kv_len)."""
-        batch, seq, _ = x.shape
         q, k, v = self.project(x, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, start_pos)                       # (b, kv_len, n_kv, hd)
@@ -352,11 +344,19 @@ class Attention(nn.Module):
             out = sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                        mask, is_causal)
         else:
-            k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)  # (b, kv_len, h, hd)
+            n_rep = q.shape[2] // k.shape[2]                           # query heads per KV head
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)            # (b, kv_len, h, hd)
             out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                             mask, is_causal)
-        out = out.transpose(1, 2).reshape(batch, seq, self.n_heads * self.head_dim)
+        out = out.transpose(1, 2).flatten(2)                           # (b, s, h * hd)
         return self.o_proj(out)                                        # (b, s, dim)
+
+    def make_cache(self, batch_size: int, max_seq_len: int,
+                   device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> KVCache:
+        """An empty KVCache for the KV heads this module computes (a shard: its own)."""
+        n_kv_heads = self.k_proj.weight.shape[0] // self.head_dim
+        return KVCache(batch_size, max_seq_len, n_kv_heads, self.head_dim, device, dtype)
 
     def extra_repr(self) -> str:
         return (f"n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
@@ -393,7 +393,7 @@ def attention_maps(model: nn.Module, tokens: Tensor, attention_mask: Tensor | No
             mask = None if attention_mask is None else padding_mask(attention_mask)
             is_causal = False
         q, k, _ = module.project(a["x"], a["cos"], a["sin"])
-        k = repeat_kv(k, module.n_rep)
+        k = repeat_kv(k, q.shape[2] // k.shape[2])
         maps.append(attention_probs(q.transpose(1, 2), k.transpose(1, 2), mask, is_causal))
 
     handles = [m.register_forward_pre_hook(capture, with_kwargs=True) for m in modules]

@@ -288,9 +288,9 @@ class Llama(nn.Module):
         if max_seq_len > self.config.max_seq_len:
             raise ValueError(f"max_seq_len ({max_seq_len}) exceeds the model's "
                              f"({self.config.max_seq_len})")
-        return [KVCache(batch_size, max_seq_len, self.config.n_kv_heads, self.config.head_dim,
-                        device=weight.device, dtype=dtype or weight.dtype)
-                for _ in self.layers]
+        return [layer.self_attn.make_cache(batch_size, max_seq_len, weight.device,
+                                           dtype or weight.dtype)
+                for layer in self.layers]
 
 
 def count_parameters(model_or_config: nn.Module | LlamaConfig) -> int:
