@@ -142,10 +142,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
          is_causal: bool = False) -> Tensor:
-    """The fast path: `F.scaled_dot_product_attention`, with grouped K/V read in place.
+    """The fast path: `F.scaled_dot_product_attention`, given the grouped K/V as they are.
 
     q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim)
     with n_kv_heads dividing n_heads.   -> (batch, n_heads, q_len, head_dim)
+
+    `enable_gqa` spares the caller a repeat_kv. Whether the kernel then reads each shared
+    head in place depends on the backend: torch documents it for the flash and math kernels
+    on CUDA, while on the CPU SDPA's math path repeats K/V internally, copies included.
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                           enable_gqa=q.shape[1] > k.shape[1])
