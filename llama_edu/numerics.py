@@ -141,3 +141,49 @@ def greedy_agreement(model, prompt: list[int], ours: list[int], theirs: list[int
         logits = model(tokens)[0, len(prompt) - 1:-1].float().cpu()  # (len(ours), vocab)
     atol = model_tolerance(model.config, scale=float(logits.abs().max()))["atol"]
     return compare_greedy(ours, theirs, logits, atol)
+
+
+# ---------------------------------------------------------------------------------------
+# nested results and optimizer steps
+
+def assert_close_nested(actual, expected, *, reduction: int = 1, depth: int = 1,
+                        path: str = "result") -> None:
+    """`assert_close` on every tensor of equally shaped dicts, lists and tuples."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{path}: keys {sorted(actual)} != {sorted(expected)}"
+        for key in expected:
+            assert_close_nested(actual[key], expected[key], reduction=reduction, depth=depth,
+                                path=f"{path}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), f"{path}: {len(actual)} items, not {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_close_nested(a, e, reduction=reduction, depth=depth, path=f"{path}[{i}]")
+    elif isinstance(expected, Tensor):
+        assert_close(actual, expected, reduction=reduction, depth=depth, msg=path)
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def adam_drift(step_grads: list[Tensor], lr: float, grad_tolerance=None, *,
+               eps: float = 1e-8) -> Tensor:
+    """How far two Adam(W) runs may drift apart, weight by weight, when their gradients at
+    each step agree only up to rounding: `grad_tolerance(grad)` gives {"rtol", "atol"} as
+    `tolerance` does, by default `tolerance` of the gradient's dtype scaled by its largest
+    entry.
+
+    Adam steps by lr * m_hat / (sqrt(v_hat) + eps): the gradient's direction, normalised,
+    at most about lr. A relative error r in the gradients moves m_hat and sqrt(v_hat) by r
+    each, so the step by at most 2 r lr; where |g| is within the error of zero the step can
+    flip sign, 2 lr. Summed over the steps, with r the worst so far (first order: the steps
+    are small, so the gradients they change move by far less).
+    """
+    def default(grad):
+        return tolerance(grad.dtype, scale=float(grad.abs().max()))
+
+    grad_tolerance = grad_tolerance or default
+    worst, drift = torch.zeros_like(step_grads[0]), torch.zeros_like(step_grads[0])
+    for grad in step_grads:
+        tol = grad_tolerance(grad)
+        worst = torch.maximum(worst, (tol["atol"] + tol["rtol"] * grad.abs()) / (grad.abs() + eps))
+        drift += lr * torch.clamp(2 * worst, max=2.0)
+    return drift

@@ -13,6 +13,7 @@ from llama_edu.attention import Attention
 from llama_edu.ffn import SwiGLU
 from llama_edu.generate import generate
 from llama_edu.model import Llama, LlamaConfig
+from llama_edu.numerics import adam_drift
 from llama_edu.parallel import (
     ColumnParallelLinear,
     ParallelEmbedding,
@@ -124,24 +125,6 @@ def test_the_whole_model_gives_the_same_logits_and_every_weight_gradient(runs):
     _assert_close(got["output"], expected["output"], "micro logits")
 
 
-def _adam_drift(step_grads: list[torch.Tensor], eps: float = 1e-8) -> torch.Tensor:
-    """How far two AdamW runs may drift apart, weight by weight, when each step's gradients
-    agree to within `_tolerance`.
-
-    AdamW steps by lr * m_hat / (sqrt(v_hat) + eps): the gradient's direction, normalised,
-    at most about lr. A relative error r in the gradients moves m_hat and sqrt(v_hat) by r
-    each, so a step by at most 2 r lr; where |g| is within the error of zero the step can
-    flip, 2 lr. Summed over the steps, with r the worst of any step so far (first order:
-    the steps are small, so the gradients they change move by far less).
-    """
-    worst, drift = torch.zeros_like(step_grads[0]), torch.zeros_like(step_grads[0])
-    for grad in step_grads:
-        rtol, atol = _tolerance(grad)
-        worst = torch.maximum(worst, (atol + rtol * grad.abs()) / (grad.abs() + eps))
-        drift += LR * torch.clamp(2 * worst, max=2.0)
-    return drift
-
-
 def test_data_parallel_gradients_equal_the_big_batch_gradient(runs):
     single = runs["single"]
     assert len(single["step_grads"]) == STEPS
@@ -150,8 +133,10 @@ def test_data_parallel_gradients_equal_the_big_batch_gradient(runs):
             _assert_close(result["manual_grads"][key], grad, f"all-reduced {key}")
             _assert_close(result["ddp_grads"][key], grad, f"DDP {key}")
         for key, weight in single["weights"].items():
-            rtol, atol = _tolerance(weight)
-            bound = _adam_drift([g[key] for g in single["step_grads"]]) + atol + rtol * weight.abs()
+            rtol, atol = _tolerance(weight)      # each step's gradients agree to _tolerance
+            drift = adam_drift([g[key] for g in single["step_grads"]], LR,
+                               lambda g: dict(zip(("rtol", "atol"), _tolerance(g), strict=True)))
+            bound = drift + atol + rtol * weight.abs()
             excess = (result["weights"][key] - weight).abs() / bound
             assert float(excess.max()) <= 1, (
                 f"{key} after {STEPS} AdamW steps: off by "
