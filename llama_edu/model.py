@@ -26,7 +26,13 @@ from .attention import Attention, KVCache, build_mask, causal_mask
 from .device import values_checkable
 from .ffn import MLP, SwiGLU, ffn_hidden_dim
 from .norms import LayerNorm, RMSNorm
-from .positions import RotaryEmbedding, alibi_bias, alibi_slopes, sinusoidal
+from .positions import (
+    RotaryEmbedding,
+    alibi_bias,
+    alibi_slopes,
+    check_rope_scaling,
+    sinusoidal,
+)
 
 _CHOICES = {
     "attn_impl": ("sdpa", "plain"),
@@ -51,6 +57,7 @@ class LlamaConfig:
     hidden_dim: int | None = None          # explicit FFN size; None: derived the Llama way
     norm_eps: float = 1e-5
     rope_theta: float = 10_000.0
+    rope_scaling: dict | None = None       # HF format: {"rope_type": "llama3", "factor": 8, ...}
     max_seq_len: int = 4096
     tie_word_embeddings: bool = False
     attn_impl: str = "sdpa"                # "sdpa" (fast) or "plain" (the lesson's formula)
@@ -83,6 +90,7 @@ class LlamaConfig:
         if self.norm_eps <= 0 or self.rope_theta <= 0:
             raise ValueError("norm_eps and rope_theta must be positive, got "
                              f"{self.norm_eps} and {self.rope_theta}")
+        check_rope_scaling(self.rope_scaling)
         for name, choices in _CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -125,9 +133,25 @@ class LlamaConfig:
         return cls(**values)
 
 
-# Llama 1 (Touvron et al., 2023a) and Llama 2 (Touvron et al., 2023b) as released by Meta,
-# then the course's own sizes: `micro` for tests, `tiny` (the shipped checkpoint, trains on
-# a CPU in minutes) and `small` (a GPU run of seconds).
+# Llama 3.1 and 3.2 stretch RoPE from the 8K context they were pretrained at to 128K.
+def _llama3_scaling(factor: float) -> dict:
+    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def _llama3(dim, n_layers, n_heads, multiplier, multiple_of, scaling=None, tied=False):
+    """Llama 3 (Dubey et al., 2024, Table 3): 128,256 pieces, 8 KV heads, rope_theta 5e5."""
+    return LlamaConfig(dim=dim, n_layers=n_layers, n_heads=n_heads, n_kv_heads=8,
+                       vocab_size=128_256, ffn_dim_multiplier=multiplier,
+                       multiple_of=multiple_of, rope_theta=500_000.0,
+                       rope_scaling=None if scaling is None else _llama3_scaling(scaling),
+                       max_seq_len=8192 if scaling is None else 131_072,
+                       tie_word_embeddings=tied)
+
+
+# Llama 1 (Touvron et al., 2023a), Llama 2 (Touvron et al., 2023b) and Llama 3 as released
+# by Meta, then the course's own sizes: `micro` for tests, `tiny` (the shipped checkpoint,
+# trains on a CPU in minutes) and `small` (a GPU run of seconds).
 PRESETS: dict[str, LlamaConfig] = {
     "llama1-7b": LlamaConfig(dim=4096, n_layers=32, n_heads=32, norm_eps=1e-6, max_seq_len=2048),
     "llama1-13b": LlamaConfig(dim=5120, n_layers=40, n_heads=40, norm_eps=1e-6, max_seq_len=2048),
@@ -137,6 +161,13 @@ PRESETS: dict[str, LlamaConfig] = {
     "llama2-13b": LlamaConfig(dim=5120, n_layers=40, n_heads=40),
     "llama2-70b": LlamaConfig(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8,
                               ffn_dim_multiplier=1.3, multiple_of=4096),
+    "llama3-8b": _llama3(4096, 32, 32, 1.3, 1024),
+    "llama3-70b": _llama3(8192, 80, 64, 1.3, 4096),
+    "llama3.1-8b": _llama3(4096, 32, 32, 1.3, 1024, scaling=8.0),
+    "llama3.1-70b": _llama3(8192, 80, 64, 1.3, 4096, scaling=8.0),
+    "llama3.1-405b": _llama3(16384, 126, 128, 1.2, 4096, scaling=8.0),
+    "llama3.2-1b": _llama3(2048, 16, 32, 1.5, 256, scaling=32.0, tied=True),
+    "llama3.2-3b": _llama3(3072, 28, 24, 1.0, 256, scaling=32.0, tied=True),
     "micro": LlamaConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=256,
                          multiple_of=16, max_seq_len=128),
     "tiny": LlamaConfig(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=4096,
@@ -200,7 +231,8 @@ class Llama(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_layers))
         self.norm = make_norm(config)
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.rotary = (RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.rotary = (RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_theta,
+                                       config.rope_scaling)
                        if config.pos_encoding == "rope" else None)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

@@ -34,18 +34,87 @@ def _inverse_frequencies(dim: int, base: float) -> Tensor:
     return 1.0 / (base ** exponents)
 
 
-def rope_inv_freq(head_dim: int, rope_theta: float = 10_000.0) -> Tensor:
+def rope_inv_freq(head_dim: int, rope_theta: float = 10_000.0,
+                  scaling: dict | None = None) -> Tensor:
     """theta_i = rope_theta ** (-2i / head_dim) for i in [0, head_dim/2).   -> (head_dim // 2,)
 
     rope_theta is 10,000 in Llama 1 and 2 and 500,000 in Llama 3 (slower rotations, for
-    longer contexts).
+    longer contexts). `scaling`, in Hugging Face's format, stretches them to a longer
+    context than the model was trained on (see `scale_inv_freq`).
     """
     if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
         raise ValueError(f"RoPE needs an even, positive head_dim, got {head_dim!r}; "
                          "pick dim and n_heads so that dim // n_heads is even")
     if rope_theta <= 0:
         raise ValueError(f"rope_theta must be positive, got {rope_theta}")
-    return _inverse_frequencies(head_dim, rope_theta)
+    return scale_inv_freq(_inverse_frequencies(head_dim, rope_theta), scaling)
+
+
+ROPE_SCALING_KEYS = {
+    "default": set(),
+    "linear": {"factor"},
+    "llama3": {"factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings"},
+}
+
+
+def check_rope_scaling(scaling: dict | None) -> None:
+    """A clear error for a rope_scaling dict that is not one of the supported kinds."""
+    if scaling is None:
+        return
+    if not isinstance(scaling, dict) or scaling.get("rope_type") not in ROPE_SCALING_KEYS:
+        raise ValueError(f"rope_scaling must be None or a dict with rope_type in "
+                         f"{sorted(ROPE_SCALING_KEYS)}, got {scaling!r}")
+    missing = ROPE_SCALING_KEYS[scaling["rope_type"]] - set(scaling)
+    if missing:
+        raise ValueError(f"rope_scaling of type {scaling['rope_type']!r} needs "
+                         f"{sorted(missing)}; got {scaling!r}")
+    if "factor" in scaling and not scaling["factor"] >= 1:
+        raise ValueError(f"rope_scaling factor must be at least 1, got {scaling['factor']}")
+    if scaling["rope_type"] == "llama3" and not (
+            0 < scaling["low_freq_factor"] < scaling["high_freq_factor"]):
+        raise ValueError("llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor, "
+                         f"got {scaling['low_freq_factor']} and {scaling['high_freq_factor']}")
+
+
+def scale_inv_freq(inv_freq: Tensor, scaling: dict | None) -> Tensor:
+    """RoPE frequencies stretched for a longer context.   (head_dim/2,) -> (head_dim/2,)
+
+    linear (position interpolation, Chen et al., 2023): every frequency divided by
+    `factor`, so position m * factor turns as far as position m did in training.
+    llama3 (Llama 3.1, Dubey et al., 2024, and Meta's reference code): with the
+    wavelength lambda_i = 2 pi / theta_i and the training context L,
+        lambda_i < L / high_freq_factor   -> kept: these turn many times within L
+        lambda_i > L / low_freq_factor    -> divided by factor, as position interpolation
+        in between                        -> a smooth mix, with the weight
+            s = (L / lambda_i - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            theta_i' = (1 - s) theta_i / factor + s theta_i
+    """
+    check_rope_scaling(scaling)
+    kind = "default" if scaling is None else scaling["rope_type"]
+    if kind == "default":
+        return inv_freq
+    factor = float(scaling["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    context = float(scaling["original_max_position_embeddings"])
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    wavelength = 2 * torch.pi / inv_freq
+    smooth = ((context / wavelength - low) / (high - low)).clamp(0.0, 1.0)
+    mixed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = torch.where(wavelength > context / low, inv_freq / factor, mixed)
+    return torch.where(wavelength < context / high, inv_freq, scaled)
+
+
+def rope_angles(seq_len: int, head_dim: int, rope_theta: float = 10_000.0,
+                device: torch.device | str | None = None,
+                scaling: dict | None = None) -> Tensor:
+    """m * theta_j for every position m and pair j.   -> (seq_len, head_dim // 2) fp32"""
+    if seq_len < 0:
+        raise ValueError(f"seq_len must be non-negative, got {seq_len}")
+    inv_freq = rope_inv_freq(head_dim, rope_theta, scaling).to(device)
+    positions = torch.arange(seq_len, device=device, dtype=torch.int64).float()
+    return torch.outer(positions, inv_freq)
 
 
 # ---------------------------------------------------------------------------------------
@@ -53,16 +122,13 @@ def rope_inv_freq(head_dim: int, rope_theta: float = 10_000.0) -> Tensor:
 
 
 def rope_cos_sin(seq_len: int, head_dim: int, rope_theta: float = 10_000.0,
-                 device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+                 device: torch.device | str | None = None,
+                 scaling: dict | None = None) -> tuple[Tensor, Tensor]:
     """cos and sin tables in the half-split layout.   -> two (seq_len, head_dim) fp32 tensors
 
     Column j and j + head_dim/2 both hold the angle m * theta_j of pair j.
     """
-    if seq_len < 0:
-        raise ValueError(f"seq_len must be non-negative, got {seq_len}")
-    inv_freq = rope_inv_freq(head_dim, rope_theta).to(device)
-    positions = torch.arange(seq_len, device=device, dtype=torch.int64).float()
-    angles = torch.outer(positions, inv_freq)              # (seq_len, head_dim/2)
+    angles = rope_angles(seq_len, head_dim, rope_theta, device, scaling)  # (seq, hd/2)
     angles = torch.cat([angles, angles], dim=-1)           # (seq_len, head_dim)
     return angles.cos(), angles.sin()
 
@@ -105,19 +171,21 @@ class RotaryEmbedding(nn.Module):
     checkpoint, and stay valid when a model is built on the meta device.
     """
 
-    def __init__(self, head_dim: int, max_seq_len: int, rope_theta: float = 10_000.0):
+    def __init__(self, head_dim: int, max_seq_len: int, rope_theta: float = 10_000.0,
+                 scaling: dict | None = None):
         super().__init__()
-        rope_inv_freq(head_dim, rope_theta)  # validates head_dim and rope_theta now
+        rope_inv_freq(head_dim, rope_theta, scaling)  # validates the arguments now
         if not isinstance(max_seq_len, int) or max_seq_len <= 0:
             raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
         self.head_dim, self.max_seq_len, self.rope_theta = head_dim, max_seq_len, rope_theta
+        self.scaling = scaling
         self._tables: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos, sin for every position.   -> two (max_seq_len, head_dim) fp32 tensors"""
         if device not in self._tables:
             self._tables[device] = rope_cos_sin(self.max_seq_len, self.head_dim,
-                                                self.rope_theta, device=device)
+                                                self.rope_theta, device, self.scaling)
         return self._tables[device]
 
     def forward(self, position_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -136,8 +204,9 @@ class RotaryEmbedding(nn.Module):
         return cos[position_ids], sin[position_ids]
 
     def extra_repr(self) -> str:
+        scaled = "" if self.scaling is None else f", scaling={self.scaling['rope_type']}"
         return (f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, "
-                f"theta={self.rope_theta:g}")
+                f"theta={self.rope_theta:g}{scaled}")
 
 
 def rope_scores_by_distance(q: Tensor, k: Tensor, max_distance: int,
@@ -160,17 +229,14 @@ def rope_scores_by_distance(q: Tensor, k: Tensor, max_distance: int,
 
 
 def rope_freqs_cis(seq_len: int, head_dim: int, rope_theta: float = 10_000.0,
-                   device: torch.device | str | None = None) -> Tensor:
+                   device: torch.device | str | None = None,
+                   scaling: dict | None = None) -> Tensor:
     """e^(i m theta_j) for every position m and pair j (Meta's `precompute_freqs_cis`).
 
     -> (seq_len, head_dim // 2) complex64. Complex dtypes are not supported on MPS; use
     `rope_cos_sin` there.
     """
-    if seq_len < 0:
-        raise ValueError(f"seq_len must be non-negative, got {seq_len}")
-    inv_freq = rope_inv_freq(head_dim, rope_theta).to(device)
-    positions = torch.arange(seq_len, device=device, dtype=torch.int64).float()
-    angles = torch.outer(positions, inv_freq)              # (seq_len, head_dim/2)
+    angles = rope_angles(seq_len, head_dim, rope_theta, device, scaling)  # (seq, hd/2)
     return torch.polar(torch.ones_like(angles), angles)    # cos + i sin
 
 

@@ -47,7 +47,10 @@ def test_every_preset_builds_on_meta_and_has_hf_style_names():
         assert "layers.0.mlp.gate_proj.weight" in names
         assert "layers.0.input_layernorm.weight" in names
         assert "layers.0.post_attention_layernorm.weight" in names
-        assert {"embed_tokens.weight", "norm.weight", "lm_head.weight"} <= set(names)
+        assert {"embed_tokens.weight", "norm.weight"} <= set(names)
+        # a tied head is the embedding table itself (Llama 3.2), listed once
+        assert ("lm_head.weight" in names) != config.tie_word_embeddings, name
+        assert model.lm_head.weight is not None
 
 
 def test_kv_bytes_per_token_fp16():
