@@ -162,9 +162,10 @@ def _train(args) -> None:
     import torch
 
     from . import parallel
-    from .data import TokenDataset, load_corpus, load_tokenizer
+    from .data import TokenDataset, load_corpus
     from .device import pick_device
     from .model import Llama, LlamaConfig
+    from .tokenizer import load_tokenizer
     from .train import train
 
     if args.threads:
@@ -223,9 +224,9 @@ def _train(args) -> None:
 def _generate(args) -> None:
     import torch
 
-    from .data import load_tokenizer
     from .device import pick_device
     from .generate import stream_text
+    from .tokenizer import load_tokenizer
     from .train import load_model
 
     checkpoint = Path(args.checkpoint)

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .data import TokenDataset, load_tokenizer, random_batch
+from .data import TokenDataset, random_batch
 from .model import Llama, LlamaConfig
+from .tokenizer import load_tokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 COURSE_TOKENIZER = ASSETS / "tokenizer.model"
