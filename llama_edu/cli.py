@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from .train import COURSE_MODEL, COURSE_TOKENIZER, TrainConfig
+from .checkpoint import COURSE_MODEL, COURSE_TOKENIZER
+from .train import TrainConfig
 
 _DEFAULTS = TrainConfig()
 
@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'course' (Python's help texts + the course's stories), 'pydoc', "
                         "'stories', or the path of a UTF-8 text file (default: course)")
     t.add_argument("--out", required=True,
-                   help="directory for the checkpoint (model.safetensors, config.json, "
-                        "optimizer.safetensors, trainer_state.json, tokenizer.model)")
+                   help="directory for the checkpoint, a Hugging Face model directory "
+                        "(config.json, model.safetensors, tokenizer files) plus llama_edu.json, "
+                        "training_state.pt and trainer_state.json")
     t.add_argument("--steps", type=_positive_int, help=f"optimizer steps ({_DEFAULTS.steps})")
     t.add_argument("--batch-size", type=_positive_int,
                    help=f"sequences per step, summed over processes ({_DEFAULTS.batch_size})")
@@ -112,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate text with the KV cache: greedy by default, or sampling with "
                     "--temperature, --top-k and --top-p. Tokens are printed as they come.")
     g.add_argument("--checkpoint", default=str(COURSE_MODEL),
-                   help="directory with model.safetensors and config.json (default: the "
-                        "course's shipped tiny model, assets/tiny)")
+                   help="a model directory (llama_edu's, or a Hugging Face Llama) (default: "
+                        "the course's shipped tiny model, assets/tiny)")
     g.add_argument("--prompt", required=True, help="the text to continue (any UTF-8 text)")
     g.add_argument("--max-new-tokens", type=_positive_int, default=100,
                    help="most tokens to add (100)")
@@ -185,6 +186,8 @@ def _train(args) -> None:
     preset = saved["preset"] if saved else args.preset or "tiny"
     source = saved["data"] if saved else args.data or "course"
     tokenizer_path = (saved["tokenizer"] if saved else args.tokenizer) or str(COURSE_TOKENIZER)
+    if saved and (out / "tokenizer.model").is_file():
+        tokenizer_path = str(out / "tokenizer.model")    # the run's own copy
 
     rank, world, device = parallel.init_distributed()
     if world == 1:
@@ -202,15 +205,15 @@ def _train(args) -> None:
     if args.resume and saved["model_config"] != model_config.to_dict():
         raise ValueError(f"the model saved in {args.out} is not preset {preset!r} with this "
                          "tokenizer; start a new --out")
-    extra = {"preset": preset, "data": source, "tokenizer": tokenizer_path,
+    extra = {"preset": preset, "data": source,
+             "tokenizer": saved["tokenizer"] if saved else tokenizer_path,
              "model_config": model_config.to_dict(), "world_size": world,
              "command": "python -m llama_edu " + shlex.join(args.argv)}
     began = time.perf_counter()
     history = train(model, data, config, out=out, resume=args.resume,
                     progress=not args.quiet, save_optimizer=not args.weights_only,
-                    extra_state=extra)
+                    extra_state=extra, tokenizer_model=tokenizer_path)
     if main:
-        shutil.copyfile(tokenizer_path, out / "tokenizer.model")
         print(f"done: {len(history.step)} steps; final validation loss "
               f"{history.val_loss[-1]:.3f} nats/token; {time.perf_counter() - began:.0f} s "
               f"this session; checkpoint in {out}")
@@ -224,10 +227,10 @@ def _train(args) -> None:
 def _generate(args) -> None:
     import torch
 
+    from .checkpoint import load_model
     from .device import pick_device
     from .generate import stream_text
     from .tokenizer import load_tokenizer
-    from .train import load_model
 
     checkpoint = Path(args.checkpoint)
     model = load_model(checkpoint, pick_device(args.device))

@@ -15,34 +15,27 @@ rescales a normalised activation, so pulling it towards zero fights the normalis
 itself, and the gains are too few to overfit with.
 
 `train` runs the loop (bf16 autocast on CUDA, fp32 on CPU; data parallel under torchrun)
-and writes checkpoints atomically as safetensors plus JSON, never pickle. `quick_train` is
-the few-line loop the early lessons use to compare variants of a model.
+and saves checkpoints with `llama_edu.checkpoint`. `quick_train` is the few-line loop the
+early lessons use to compare variants of a model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import TokenDataset, random_batch
-from .model import Llama, LlamaConfig
-from .tokenizer import load_tokenizer
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-COURSE_TOKENIZER = ASSETS / "tokenizer.model"
-COURSE_MODEL = ASSETS / "tiny"
+from .model import Llama
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -120,131 +113,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with Llama 2's betas and eps, weight decay on the matrices only."""
     return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                              betas=(config.beta1, config.beta2), eps=config.eps)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints: safetensors for tensors, JSON for everything else, written atomically
-
-
-def _atomic_json(path: Path, values: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in metadata.items()})
-    os.chmod(tmp, 0o644)                       # safetensors creates it private
-    os.replace(tmp, path)
-
-
-def _weights(model: Llama) -> dict[str, Tensor]:
-    """The state dict without the tied head (safetensors stores no shared tensors)."""
-    state = model.state_dict()
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    return state
-
-
-def save_model(model: Llama, path: str | os.PathLike, step: int = 0) -> Path:
-    """Write config.json and model.safetensors into directory `path`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _atomic_json(path / "config.json", model.config.to_dict())
-    _atomic_safetensors(path / "model.safetensors", _weights(model), {"step": step})
-    return path
-
-
-def _check_dir(path: str | os.PathLike, needs: tuple[str, ...], what: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no {what} directory at {str(path)!r}; check the path")
-    missing = [name for name in needs if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{str(path)!r} is not a {what}: it lacks {', '.join(missing)}")
-    return path
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> Llama:
-    """A Llama from a directory with config.json and model.safetensors (no pickle)."""
-    path = _check_dir(path, ("config.json", "model.safetensors"), "model")
-    config = LlamaConfig.from_dict(json.loads((path / "config.json").read_text("utf-8")))
-    model = Llama(config)
-    state = load_file(str(path / "model.safetensors"))
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("rotary.")]
-    if missing or unexpected:
-        raise ValueError(f"{str(path)!r} does not match its config: missing {missing}, "
-                         f"unexpected {unexpected}")
-    return model.to(device or "cpu").eval()
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """Optimizer state split into tensors (for safetensors) and plain values (for JSON)."""
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{key}": value for index, entry in state["state"].items()
-               for key, value in entry.items()}
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
-                       plain: dict) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
-              for g in plain["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer,
-                    state: dict, generator: torch.Generator,
-                    save_optimizer: bool = True) -> Path:
-    """A resumable checkpoint: weights, optimizer moments, the batch sampler's RNG and the
-    run's state (step, configs, history). Each file is written to a temporary name and
-    renamed into place, so a crash never leaves a half-written file; every file records
-    the step, and loading checks they agree."""
-    path = save_model(model, path, state["step"])
-    if save_optimizer:
-        tensors, plain = _optimizer_tensors(optimizer)
-        tensors["rng.batches"] = generator.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        _atomic_safetensors(path / "optimizer.safetensors", tensors, {"step": state["step"]})
-        state = {**state, "optimizer": plain}
-    _atomic_json(path / "trainer_state.json", {**state, "resumable": save_optimizer})
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> dict:
-    """Restore model, optimizer and RNG in place from `save_checkpoint`; returns the state."""
-    path = _check_dir(path, ("config.json", "model.safetensors", "trainer_state.json"),
-                      "checkpoint")
-    state = json.loads((path / "trainer_state.json").read_text("utf-8"))
-    if not state.get("resumable") or not (path / "optimizer.safetensors").is_file():
-        raise ValueError(f"{str(path)!r} holds weights only (saved without optimizer state); "
-                         "it cannot be resumed, start a new run with another --out")
-    steps = set()
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(str(path / name), "pt") as f:
-            steps.add(int((f.metadata() or {}).get("step", -1)))
-    if steps != {state["step"]}:
-        raise ValueError(f"{str(path)!r} is inconsistent (files from steps {sorted(steps)} and "
-                         f"{state['step']}); was a save interrupted? delete it and start over")
-    loaded = load_model(path)
-    model.load_state_dict(loaded.state_dict())
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    generator.set_state(tensors.pop("rng.batches"))
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    _restore_optimizer(optimizer, tensors, state["optimizer"])
-    return state
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,14 +203,17 @@ def _distributed() -> tuple[int, int]:
 
 def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.PathLike |
           None = None, resume: bool = False, progress: bool = True, live_plot: bool = False,
-          save_optimizer: bool = True, extra_state: dict | None = None) -> History:
+          save_optimizer: bool = True, extra_state: dict | None = None,
+          tokenizer_model: str | os.PathLike | None = None) -> History:
     """Train `model` on `data` with the Llama 2 recipe; returns the run's History.
 
-    out: a checkpoint directory, written every `save_every` steps and at the end (by rank 0
-    only). resume: continue the run saved in `out` (same configs; the batches, weights and
-    optimizer moments carry on as if never stopped). Under torchrun (a process group
-    initialised, e.g. by `llama_edu.parallel.init_distributed`) the model is wrapped in
-    DistributedDataParallel and each rank takes its slice of the same global batch.
+    out: a checkpoint directory (llama_edu.checkpoint), written every `save_every` steps
+    and at the end (by rank 0 only), with `tokenizer_model` (a SentencePiece file) stored
+    beside the weights. resume: continue the run saved in `out` (same configs; the
+    batches, weights and optimizer moments carry on as if never stopped). Under torchrun
+    (a process group initialised, e.g. by `llama_edu.parallel.init_distributed`) the model
+    is wrapped in DistributedDataParallel and each rank takes its slice of the same global
+    batch.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -386,7 +257,8 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
         if out is not None and main:
             state = {"step": step, "train_config": dataclasses.asdict(config),
                      "history": history.to_dict(), **(extra_state or {})}
-            save_checkpoint(out, model, optimizer, state, generator, save_optimizer)
+            save_checkpoint(out, model, optimizer, state, generator, save_optimizer,
+                            tokenizer_model)
 
     model.train()
     began = time.perf_counter()
@@ -438,22 +310,6 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
         plot.close()
     model.eval()
     return history
-
-
-# ---------------------------------------------------------------------------------------
-# The course's own model
-
-
-def load_course_model(device: torch.device | str | None = None):
-    """The shipped tiny Llama and the course tokenizer: (model, tokenizer).
-
-    Trained by `python -m llama_edu train` on the course corpus (see assets/tiny/).
-    """
-    for path in (COURSE_MODEL / "model.safetensors", COURSE_TOKENIZER):
-        if not path.is_file():
-            raise FileNotFoundError(f"the course asset {str(path)!r} is missing; run from a "
-                                    "checkout of the course (pip install -e .)")
-    return load_model(COURSE_MODEL, device), load_tokenizer(COURSE_TOKENIZER)
 
 
 # ---------------------------------------------------------------------------------------

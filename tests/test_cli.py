@@ -49,9 +49,9 @@ def test_train_then_generate(tmp_path, text_file, capsys):
     assert main(["train", "--data", str(text_file), "--steps", "4", "--out", str(out)]
                 + SMALL) == 0
     assert "final validation loss" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors",
-                                               "optimizer.safetensors", "trainer_state.json",
-                                               "tokenizer.model"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.json", "llama_edu.json", "model.safetensors", "tokenizer.model",
+        "tokenizer.json", "tokenizer_config.json", "training_state.pt", "trainer_state.json"}
     state = json.loads((out / "trainer_state.json").read_text("utf-8"))
     assert state["step"] == 4 and state["data"] == str(text_file)
     assert state["command"].startswith("python -m llama_edu train")
@@ -74,7 +74,7 @@ def test_weights_only_checkpoint(tmp_path, text_file):
     out = tmp_path / "small"
     main(["train", "--data", str(text_file), "--steps", "2", "--out", str(out),
           "--weights-only"] + SMALL)
-    assert not (out / "optimizer.safetensors").exists()
+    assert not (out / "training_state.pt").exists() and (out / "model.safetensors").is_file()
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 2
 
 

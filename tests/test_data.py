@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from llama_edu.checkpoint import COURSE_TOKENIZER
 from llama_edu.data import (
     TokenDataset,
     byte_tokens,
@@ -15,7 +16,6 @@ from llama_edu.data import (
 )
 from llama_edu.stories import story_text
 from llama_edu.tokenizer import load_tokenizer
-from llama_edu.train import COURSE_TOKENIZER
 
 
 @pytest.fixture(scope="module")

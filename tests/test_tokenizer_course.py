@@ -3,8 +3,8 @@
 import pytest
 import sentencepiece as spm
 
+from llama_edu.checkpoint import COURSE_TOKENIZER
 from llama_edu.tokenizer import load_tokenizer, train_tokenizer
-from llama_edu.train import COURSE_TOKENIZER
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,16 @@ import warnings
 import pytest
 import torch
 
+from llama_edu.checkpoint import load_course_model, load_model
 from llama_edu.data import TokenDataset
 from llama_edu.model import Llama, LlamaConfig
 from llama_edu.train import (
     TrainConfig,
     evaluate,
-    load_course_model,
-    load_model,
     lr_at,
     make_optimizer,
     param_groups,
     quick_train,
-    save_model,
     train,
 )
 
@@ -117,16 +115,16 @@ def test_training_lowers_the_loss_and_records_history(data):
     assert history.tokens == 30 * 4 * 16
 
 
-def test_checkpoint_files_are_safetensors_and_json(tmp_path, data):
+def test_checkpoint_files_are_a_model_directory_plus_training_state(tmp_path, data):
     model = micro_model()
     train(model, data, TrainConfig(steps=2, **SMALL), out=tmp_path, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["config.json", "model.safetensors", "optimizer.safetensors",
-                     "trainer_state.json"]                    # no temporary files left
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        raw = (tmp_path / name).read_bytes()
-        header = int.from_bytes(raw[:8], "little")
-        assert json.loads(raw[8:8 + header])["__metadata__"]["step"] == "2"
+    assert names == ["config.json", "llama_edu.json", "model.safetensors",
+                     "trainer_state.json", "training_state.pt"]  # no temporary files left
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8:8 + header])["__metadata__"]["step"] == "2"
+    assert torch.load(tmp_path / "training_state.pt", weights_only=True)["step"] == 2
     state = json.loads((tmp_path / "trainer_state.json").read_text("utf-8"))
     assert state["step"] == 2 and state["resumable"]
     loaded = load_model(tmp_path)
@@ -188,15 +186,6 @@ def test_a_half_written_checkpoint_is_detected(tmp_path, data):
     with pytest.raises(ValueError, match="inconsistent"):
         train(micro_model(), data, TrainConfig(steps=4, **SMALL), out=tmp_path, resume=True,
               progress=False)
-
-
-def test_load_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model directory"):
-        load_model(tmp_path / "missing")
-    save_model(micro_model(), tmp_path / "m")
-    (tmp_path / "m" / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks model.safetensors"):
-        load_model(tmp_path / "m")
 
 
 def _ddp_worker(rank, world_size, steps):

@@ -6,6 +6,7 @@
 - `sentencepiece`: `SentencePieceBPE`, Llama's SentencePiece BPE codec in plain Python,
   id for id equal to the sentencepiece library.
 - `course`: `train_tokenizer` and `load_tokenizer`, the course tokenizer with Llama's settings.
+- `hf`: the same tokenizer as a `tokenizer.json` that Hugging Face `transformers` loads.
 """
 
 from .bpe import ByteLevelBPE, get_pair_counts, merge, train_fast, train_plain
