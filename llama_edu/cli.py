@@ -4,21 +4,24 @@
     torchrun --nproc_per_node 2 -m llama_edu train --preset tiny --steps 200 --out runs/dp
     python -m llama_edu generate --checkpoint runs/tiny --prompt "Once upon a time"
 
-Mistakes (a missing file, a bad option) end with a one-line message, not a traceback.
+The training options are TrainConfig's fields, with the help written beside each field.
+Mistakes (a missing or damaged file, a bad option, an --out that holds another run) end
+with a one-line message, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import shlex
 import sys
 import time
+import typing
 from pathlib import Path
 
 from .checkpoint import COURSE_MODEL, COURSE_TOKENIZER
 from .train import TrainConfig
-
-_DEFAULTS = TrainConfig()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,18 +31,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _positive_int(text) if text != "0" else 0
     return value
 
 
@@ -48,6 +50,21 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
+    """One option per dataclass field (`batch_size` -> `--batch-size`), typed by the
+    field's annotation, with the help from its metadata and its default. The options
+    default to None, so that the caller can tell which were given."""
+    parsers = {int: _int, float: _float, float | None: _float}
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        parse = parsers.get(hints[f.name])
+        if parse is None:
+            raise TypeError(f"{config_class.__name__}.{f.name} is a {hints[f.name]}; "
+                            "add_config_options parses int, float and float | None fields")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=parse,
+                            help=f"{f.metadata['help']} (default: {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "train", help="train a model with the Llama 2 recipe",
         description="Train a Llama with AdamW (beta1 0.9, beta2 0.95, eps 1e-5, weight decay "
-                    "on matrices), linear warmup then cosine decay to 10%% of the peak, "
+                    "on matrices), linear warmup then cosine decay to 10% of the peak, "
                     "gradient clipping; bf16 autocast on CUDA, fp32 on CPU. Under "
                     "`torchrun --nproc_per_node N -m llama_edu train ...` it trains data "
                     "parallel (each process takes its share of every batch).")
@@ -76,25 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for the checkpoint, a Hugging Face model directory "
                         "(config.json, model.safetensors, tokenizer files) plus llama_edu.json, "
                         "training_state.pt and trainer_state.json")
-    t.add_argument("--steps", type=_positive_int, help=f"optimizer steps ({_DEFAULTS.steps})")
-    t.add_argument("--batch-size", type=_positive_int,
-                   help=f"sequences per step, summed over processes ({_DEFAULTS.batch_size})")
-    t.add_argument("--seq-len", type=_positive_int,
-                   help=f"tokens per training sequence ({_DEFAULTS.seq_len})")
-    t.add_argument("--lr", type=_float, help=f"peak learning rate ({_DEFAULTS.lr})")
-    t.add_argument("--warmup", type=_count,
-                   help=f"steps of linear warmup ({_DEFAULTS.warmup})")
-    t.add_argument("--weight-decay", type=_float,
-                   help=f"AdamW decoupled weight decay on matrices ({_DEFAULTS.weight_decay})")
-    t.add_argument("--clip", type=_float,
-                   help=f"max gradient norm; 0 turns clipping off ({_DEFAULTS.clip})")
-    t.add_argument("--eval-every", type=_count,
-                   help=f"steps between validation losses ({_DEFAULTS.eval_every})")
-    t.add_argument("--eval-batches", type=_positive_int,
-                   help=f"batches per validation loss ({_DEFAULTS.eval_batches})")
-    t.add_argument("--save-every", type=_count,
-                   help="steps between checkpoints; 0 saves at the end only (0)")
-    t.add_argument("--seed", type=int, help="seed for the weights and the batches (0)")
+    add_config_options(t)
     t.add_argument("--tokenizer", default=None,
                    help="SentencePiece model file (default: the course's assets/tokenizer.model)")
     t.add_argument("--device", default=None,
@@ -104,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out with its saved settings")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoint in --out, if there is one, and start afresh")
     t.add_argument("--weights-only", action="store_true",
                    help="save no optimizer state (a smaller checkpoint that cannot be resumed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -137,29 +138,51 @@ def build_parser() -> argparse.ArgumentParser:
 # train
 
 
-_TRAIN_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "seq_len": "seq_len",
-                  "lr": "lr", "warmup": "warmup", "weight_decay": "weight_decay",
-                  "clip": "clip", "eval_every": "eval_every", "eval_batches": "eval_batches",
-                  "save_every": "save_every", "seed": "seed"}
-
-
 def _train_config(args, saved: dict | None) -> TrainConfig:
-    given = {field: getattr(args, option) for option, field in _TRAIN_OPTIONS.items()
-             if getattr(args, option) is not None}
-    if "clip" in given and given["clip"] == 0:
-        given["clip"] = None
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
     if saved is None:
         return TrainConfig(**given)
-    differ = [f"--{k.replace('_', '-')}" for k, v in given.items() if saved[k] != v]
+    kept = TrainConfig(**saved)
+    asked = TrainConfig(**{**saved, **given})
+    differ = [f"--{k.replace('_', '-')}" for k in given if getattr(asked, k) != getattr(kept, k)]
     if differ:
         raise ValueError(f"{', '.join(differ)} differ from the run saved in {args.out}; "
                          "--resume continues with the saved settings, so leave them out")
-    return TrainConfig(**saved)
+    return kept
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """An --out that holds a checkpoint needs --resume or --overwrite."""
+    from .checkpoint import checkpoint_files
+    from .files import read_json
+
+    existing = checkpoint_files(out)
+    if not existing:
+        return
+    what = f"a checkpoint ({', '.join(existing)})"
+    with contextlib.suppress(OSError, ValueError, KeyError):      # a damaged one too
+        what = f"a training run (step {read_json(out / 'trainer_state.json')['step']})"
+    raise FileExistsError(f"--out {out} already holds {what}; add --resume to continue it, "
+                          "or --overwrite to replace it (or choose another --out)")
+
+
+def _saved_run(out: Path) -> dict:
+    from .files import DamagedFileError, read_json
+
+    state_file = out / "trainer_state.json"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"nothing to resume: {str(state_file)!r} does not exist")
+    saved = read_json(state_file, "the state of a training run")
+    missing = [k for k in ("preset", "data", "tokenizer", "train_config", "model_config")
+               if k not in saved]
+    if missing:
+        raise DamagedFileError(state_file, f"lacks {', '.join(missing)}; was it written by "
+                                           "python -m llama_edu train?")
+    return saved
 
 
 def _train(args) -> None:
-    import json
-
     import torch
 
     from . import parallel
@@ -172,16 +195,17 @@ def _train(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
     saved = None
     if args.resume:
-        state_file = out / "trainer_state.json"
-        if not state_file.is_file():
-            raise FileNotFoundError(f"nothing to resume: {str(state_file)!r} does not exist")
-        saved = json.loads(state_file.read_text("utf-8"))
+        saved = _saved_run(out)
         for option in ("preset", "data", "tokenizer"):
             if getattr(args, option) is not None and getattr(args, option) != saved[option]:
                 raise ValueError(f"--{option} {getattr(args, option)} differs from the run "
                                  f"saved in {args.out} ({saved[option]}); leave it out")
+    elif not args.overwrite:
+        _refuse_existing_run(out)
     config = _train_config(args, saved and saved["train_config"])
     preset = saved["preset"] if saved else args.preset or "tiny"
     source = saved["data"] if saved else args.data or "course"
@@ -211,8 +235,9 @@ def _train(args) -> None:
              "command": "python -m llama_edu " + shlex.join(args.argv)}
     began = time.perf_counter()
     history = train(model, data, config, out=out, resume=args.resume,
-                    progress=not args.quiet, save_optimizer=not args.weights_only,
-                    extra_state=extra, tokenizer_model=tokenizer_path)
+                    overwrite=args.overwrite, progress=not args.quiet,
+                    save_optimizer=not args.weights_only, extra_state=extra,
+                    tokenizer_model=tokenizer_path)
     if main:
         print(f"done: {len(history.step)} steps; final validation loss "
               f"{history.val_loss[-1]:.3f} nats/token; {time.perf_counter() - began:.0f} s "
