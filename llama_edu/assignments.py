@@ -40,13 +40,21 @@ def is_test_cell(cell: NotebookNode) -> bool:
 
 
 def read_notebook(path: str | Path) -> NotebookNode:
+    """A notebook file, or an error in one line that names the file and what is wrong."""
+    from .files import DamagedFileError, read_json
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no notebook at {path}")
+    values = read_json(path, "a Jupyter notebook")     # empty, not UTF-8, not JSON
+    if not isinstance(values.get("cells"), list) or not isinstance(values.get("nbformat"), int):
+        raise DamagedFileError(path, "is JSON but not a Jupyter notebook (it needs a 'cells' "
+                                     "list and an 'nbformat' number)")
     try:
-        return nbformat.read(path, as_version=4)
-    except Exception as error:  # nbformat raises several kinds for broken JSON
-        raise ValueError(f"{path} is not a readable notebook: {error}") from None
+        return nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    except Exception as error:  # nbformat raises several kinds for a malformed notebook
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DamagedFileError(path, f"is not a readable notebook: {reason}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         report = grade_notebook(args.submission, _source_for(args.submission, args.source),
                                 args.timeout)
     except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = (str(error).splitlines() or [type(error).__name__])[0]
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(format_report(report))
     if args.json is not None:

@@ -4,21 +4,24 @@
     torchrun --nproc_per_node 2 -m llama_edu train --preset tiny --steps 200 --out runs/dp
     python -m llama_edu generate --checkpoint runs/tiny --prompt "Once upon a time"
 
-Mistakes (a missing file, a bad option) end with a one-line message, not a traceback.
+The training options are TrainConfig's fields, with the help written beside each field.
+Mistakes (a missing or damaged file, a bad option, an --out that holds another run) end
+with a one-line message, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import shlex
-import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 
-from .train import COURSE_MODEL, COURSE_TOKENIZER, TrainConfig
-
-_DEFAULTS = TrainConfig()
+from .checkpoint import COURSE_MODEL, COURSE_TOKENIZER
+from .train import TrainConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,18 +31,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _positive_int(text) if text != "0" else 0
     return value
 
 
@@ -48,6 +50,21 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class=TrainConfig) -> None:
+    """One option per dataclass field (`batch_size` -> `--batch-size`), typed by the
+    field's annotation, with the help from its metadata and its default. The options
+    default to None, so that the caller can tell which were given."""
+    parsers = {int: _int, float: _float, float | None: _float}
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        parse = parsers.get(hints[f.name])
+        if parse is None:
+            raise TypeError(f"{config_class.__name__}.{f.name} is a {hints[f.name]}; "
+                            "add_config_options parses int, float and float | None fields")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=parse,
+                            help=f"{f.metadata['help']} (default: {f.default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "train", help="train a model with the Llama 2 recipe",
         description="Train a Llama with AdamW (beta1 0.9, beta2 0.95, eps 1e-5, weight decay "
-                    "on matrices), linear warmup then cosine decay to 10%% of the peak, "
+                    "on matrices), linear warmup then cosine decay to 10% of the peak, "
                     "gradient clipping; bf16 autocast on CUDA, fp32 on CPU. Under "
                     "`torchrun --nproc_per_node N -m llama_edu train ...` it trains data "
                     "parallel (each process takes its share of every batch).")
@@ -73,27 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'course' (Python's help texts + the course's stories), 'pydoc', "
                         "'stories', or the path of a UTF-8 text file (default: course)")
     t.add_argument("--out", required=True,
-                   help="directory for the checkpoint (model.safetensors, config.json, "
-                        "optimizer.safetensors, trainer_state.json, tokenizer.model)")
-    t.add_argument("--steps", type=_positive_int, help=f"optimizer steps ({_DEFAULTS.steps})")
-    t.add_argument("--batch-size", type=_positive_int,
-                   help=f"sequences per step, summed over processes ({_DEFAULTS.batch_size})")
-    t.add_argument("--seq-len", type=_positive_int,
-                   help=f"tokens per training sequence ({_DEFAULTS.seq_len})")
-    t.add_argument("--lr", type=_float, help=f"peak learning rate ({_DEFAULTS.lr})")
-    t.add_argument("--warmup", type=_count,
-                   help=f"steps of linear warmup ({_DEFAULTS.warmup})")
-    t.add_argument("--weight-decay", type=_float,
-                   help=f"AdamW decoupled weight decay on matrices ({_DEFAULTS.weight_decay})")
-    t.add_argument("--clip", type=_float,
-                   help=f"max gradient norm; 0 turns clipping off ({_DEFAULTS.clip})")
-    t.add_argument("--eval-every", type=_count,
-                   help=f"steps between validation losses ({_DEFAULTS.eval_every})")
-    t.add_argument("--eval-batches", type=_positive_int,
-                   help=f"batches per validation loss ({_DEFAULTS.eval_batches})")
-    t.add_argument("--save-every", type=_count,
-                   help="steps between checkpoints; 0 saves at the end only (0)")
-    t.add_argument("--seed", type=int, help="seed for the weights and the batches (0)")
+                   help="directory for the checkpoint, a Hugging Face model directory "
+                        "(config.json, model.safetensors, tokenizer files) plus llama_edu.json, "
+                        "training_state.pt and trainer_state.json")
+    add_config_options(t)
     t.add_argument("--tokenizer", default=None,
                    help="SentencePiece model file (default: the course's assets/tokenizer.model)")
     t.add_argument("--device", default=None,
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's choice)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out with its saved settings")
+    t.add_argument("--overwrite", action="store_true",
+                   help="delete the checkpoint in --out, if there is one, and start afresh")
     t.add_argument("--weights-only", action="store_true",
                    help="save no optimizer state (a smaller checkpoint that cannot be resumed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -112,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate text with the KV cache: greedy by default, or sampling with "
                     "--temperature, --top-k and --top-p. Tokens are printed as they come.")
     g.add_argument("--checkpoint", default=str(COURSE_MODEL),
-                   help="directory with model.safetensors and config.json (default: the "
-                        "course's shipped tiny model, assets/tiny)")
+                   help="a model directory (llama_edu's, or a Hugging Face Llama) (default: "
+                        "the course's shipped tiny model, assets/tiny)")
     g.add_argument("--prompt", required=True, help="the text to continue (any UTF-8 text)")
     g.add_argument("--max-new-tokens", type=_positive_int, default=100,
                    help="most tokens to add (100)")
@@ -136,54 +138,80 @@ def build_parser() -> argparse.ArgumentParser:
 # train
 
 
-_TRAIN_OPTIONS = {"steps": "steps", "batch_size": "batch_size", "seq_len": "seq_len",
-                  "lr": "lr", "warmup": "warmup", "weight_decay": "weight_decay",
-                  "clip": "clip", "eval_every": "eval_every", "eval_batches": "eval_batches",
-                  "save_every": "save_every", "seed": "seed"}
-
-
 def _train_config(args, saved: dict | None) -> TrainConfig:
-    given = {field: getattr(args, option) for option, field in _TRAIN_OPTIONS.items()
-             if getattr(args, option) is not None}
-    if "clip" in given and given["clip"] == 0:
-        given["clip"] = None
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
     if saved is None:
         return TrainConfig(**given)
-    differ = [f"--{k.replace('_', '-')}" for k, v in given.items() if saved[k] != v]
+    kept = TrainConfig(**saved)
+    asked = TrainConfig(**{**saved, **given})
+    differ = [f"--{k.replace('_', '-')}" for k in given if getattr(asked, k) != getattr(kept, k)]
     if differ:
         raise ValueError(f"{', '.join(differ)} differ from the run saved in {args.out}; "
                          "--resume continues with the saved settings, so leave them out")
-    return TrainConfig(**saved)
+    return kept
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """An --out that holds a checkpoint needs --resume or --overwrite."""
+    from .checkpoint import checkpoint_files
+    from .files import read_json
+
+    existing = checkpoint_files(out)
+    if not existing:
+        return
+    what = f"a checkpoint ({', '.join(existing)})"
+    with contextlib.suppress(OSError, ValueError, KeyError):      # a damaged one too
+        what = f"a training run (step {read_json(out / 'trainer_state.json')['step']})"
+    raise FileExistsError(f"--out {out} already holds {what}; add --resume to continue it, "
+                          "or --overwrite to replace it (or choose another --out)")
+
+
+def _saved_run(out: Path) -> dict:
+    from .files import DamagedFileError, read_json
+
+    state_file = out / "trainer_state.json"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"nothing to resume: {str(state_file)!r} does not exist")
+    saved = read_json(state_file, "the state of a training run")
+    missing = [k for k in ("preset", "data", "tokenizer", "train_config", "model_config")
+               if k not in saved]
+    if missing:
+        raise DamagedFileError(state_file, f"lacks {', '.join(missing)}; was it written by "
+                                           "python -m llama_edu train?")
+    return saved
 
 
 def _train(args) -> None:
-    import json
-
     import torch
 
     from . import parallel
-    from .data import TokenDataset, load_corpus, load_tokenizer
+    from .data import TokenDataset, load_corpus
     from .device import pick_device
     from .model import Llama, LlamaConfig
+    from .tokenizer import load_tokenizer
     from .train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
     saved = None
     if args.resume:
-        state_file = out / "trainer_state.json"
-        if not state_file.is_file():
-            raise FileNotFoundError(f"nothing to resume: {str(state_file)!r} does not exist")
-        saved = json.loads(state_file.read_text("utf-8"))
+        saved = _saved_run(out)
         for option in ("preset", "data", "tokenizer"):
             if getattr(args, option) is not None and getattr(args, option) != saved[option]:
                 raise ValueError(f"--{option} {getattr(args, option)} differs from the run "
                                  f"saved in {args.out} ({saved[option]}); leave it out")
+    elif not args.overwrite:
+        _refuse_existing_run(out)
     config = _train_config(args, saved and saved["train_config"])
     preset = saved["preset"] if saved else args.preset or "tiny"
     source = saved["data"] if saved else args.data or "course"
     tokenizer_path = (saved["tokenizer"] if saved else args.tokenizer) or str(COURSE_TOKENIZER)
+    if saved and (out / "tokenizer.model").is_file():
+        tokenizer_path = str(out / "tokenizer.model")    # the run's own copy
 
     rank, world, device = parallel.init_distributed()
     if world == 1:
@@ -201,15 +229,16 @@ def _train(args) -> None:
     if args.resume and saved["model_config"] != model_config.to_dict():
         raise ValueError(f"the model saved in {args.out} is not preset {preset!r} with this "
                          "tokenizer; start a new --out")
-    extra = {"preset": preset, "data": source, "tokenizer": tokenizer_path,
+    extra = {"preset": preset, "data": source,
+             "tokenizer": saved["tokenizer"] if saved else tokenizer_path,
              "model_config": model_config.to_dict(), "world_size": world,
              "command": "python -m llama_edu " + shlex.join(args.argv)}
     began = time.perf_counter()
     history = train(model, data, config, out=out, resume=args.resume,
-                    progress=not args.quiet, save_optimizer=not args.weights_only,
-                    extra_state=extra)
+                    overwrite=args.overwrite, progress=not args.quiet,
+                    save_optimizer=not args.weights_only, extra_state=extra,
+                    tokenizer_model=tokenizer_path)
     if main:
-        shutil.copyfile(tokenizer_path, out / "tokenizer.model")
         print(f"done: {len(history.step)} steps; final validation loss "
               f"{history.val_loss[-1]:.3f} nats/token; {time.perf_counter() - began:.0f} s "
               f"this session; checkpoint in {out}")
@@ -223,10 +252,10 @@ def _train(args) -> None:
 def _generate(args) -> None:
     import torch
 
-    from .data import load_tokenizer
+    from .checkpoint import load_model
     from .device import pick_device
     from .generate import stream_text
-    from .train import load_model
+    from .tokenizer import load_tokenizer
 
     checkpoint = Path(args.checkpoint)
     model = load_model(checkpoint, pick_device(args.device))

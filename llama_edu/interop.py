@@ -4,7 +4,9 @@ The same weights travel in two layouts:
 
 - Hugging Face (`LlamaForCausalLM`): a directory with `config.json` and `model.safetensors`
   (or shards listed in `model.safetensors.index.json`). Its names are ours with a `model.`
-  prefix (`model.layers.0.self_attn.q_proj.weight`), except `lm_head.weight`.
+  prefix (`model.layers.0.self_attn.q_proj.weight`), except `lm_head.weight`. This is also
+  the course's own checkpoint format: `save_hf` and `load_hf` are `llama_edu.checkpoint`'s
+  `save_model` and `load_model`, for the models that transformers can hold.
 - Meta's reference code (`facebookresearch/llama`): `params.json` and
   `consolidated.NN.pth`, one file per model-parallel rank, with the names `tok_embeddings`,
   `layers.N.attention.wq`, `feed_forward.w1`, `attention_norm`, `output` ...
@@ -19,7 +21,6 @@ Loading never unpickles code: safetensors, or `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from . import positions
 from .ffn import ffn_hidden_dim
+from .files import load_torch, read_json, save_torch, write_json
 from .model import Llama, LlamaConfig
 
 __all__ = ["load_hf", "save_hf", "load_meta", "save_meta", "to_hf_model", "from_hf_model",
@@ -133,22 +135,6 @@ def _build(config: LlamaConfig, state: dict[str, Tensor], dtype: torch.dtype | N
     return model.eval()
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: a {what} directory needs {path.name}")
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f)
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
-    return values
-
-
-def _write_json(path: Path, values: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-
 def _directory(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
@@ -177,9 +163,6 @@ def hf_config_dict(config: LlamaConfig) -> dict:
         "hidden_act": "silu",
         "attention_bias": False,
         "mlp_bias": False,
-        # not HF's: lets load_hf rebuild our config exactly (HF keeps and ignores it)
-        "llama_edu": {"multiple_of": config.multiple_of,
-                      "ffn_dim_multiplier": config.ffn_dim_multiplier},
     }
 
 
@@ -217,11 +200,18 @@ def config_from_hf(values: dict) -> LlamaConfig:
     if values.get("head_dim") not in (None, dim // n_heads):
         raise ValueError(f"head_dim={values['head_dim']} differs from hidden_size / "
                          f"num_attention_heads = {dim // n_heads}; llama_edu needs them equal")
-    extra = values.get("llama_edu") or {}             # how save_hf remembers our FFN rule
-    multiple_of, multiplier = extra.get("multiple_of"), extra.get("ffn_dim_multiplier")
-    if multiple_of and fields["hidden_dim"] == ffn_hidden_dim(dim, multiple_of, multiplier):
-        fields.update(hidden_dim=None, multiple_of=multiple_of, ffn_dim_multiplier=multiplier)
-    return LlamaConfig(**fields)
+    config = LlamaConfig(**fields)
+    exact = values.get("llama_edu")              # to_hf_model's note of our exact config
+    if isinstance(exact, dict):
+        exact = LlamaConfig.from_dict(exact)
+        if same_hf_model(exact, config):
+            return exact
+    return config
+
+
+def same_hf_model(a: LlamaConfig, b: LlamaConfig) -> bool:
+    """Whether two configs are the same model to transformers (the same config.json)."""
+    return hf_config_dict(a) == hf_config_dict(b)
 
 
 def _hf_name(ours: str) -> str:
@@ -237,84 +227,19 @@ def hf_state_dict(model: Llama) -> dict[str, Tensor]:
     return state
 
 
-def _parse_size(size: int | str) -> int:
-    if isinstance(size, int) and size > 0:
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)\s*", str(size), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"max_shard_size must be a number of bytes or a size like '2GB', "
-                         f"got {size!r}")
-    unit = match.group(2).upper()
-    base = 1024 if "I" in unit else 1000
-    return int(float(match.group(1)) * base ** "KMG".index(unit[0]) * base)
-
-
 def save_hf(model: Llama, path: str | Path, *, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
             bos_token_id: int | None = None, eos_token_id: int | None = None) -> Path:
-    """Write `config.json` and `model.safetensors` the way `LlamaForCausalLM` saves them.
+    """Write `config.json` and `model.safetensors` the way `LlamaForCausalLM` saves them,
+    with llama_edu's exact config beside them in `llama_edu.json`.
 
     Above max_shard_size the tensors go into `model-0000k-of-0000n.safetensors` with a
     `model.safetensors.index.json` listing where each one lives. Returns the directory.
     """
-    from safetensors.torch import save_file
+    from .checkpoint import save_model
 
-    config = _check_llama(model, "Hugging Face")
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.cpu().contiguous() for k, v in hf_state_dict(model).items()}
-    dtype = state["model.embed_tokens.weight"].dtype
-    values = {**hf_config_dict(config), "architectures": ["LlamaForCausalLM"],
-              "model_type": "llama", "torch_dtype": _DTYPE_NAMES.get(dtype, "float32"),
-              "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
-              "pad_token_id": None, "use_cache": True}
-    _write_json(path / "config.json", values)
-
-    limit, shards, size = _parse_size(max_shard_size), [{}], 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > limit:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
-    for stale in path.glob("model*.safetensors*"):        # no leftovers of an earlier save
-        stale.unlink()
-    if len(shards) == 1:
-        save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-        return path
-    weight_map = {}
-    for i, shard in enumerate(shards, start=1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, path / name, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    _write_json(path / "model.safetensors.index.json",
-                {"metadata": {"total_size": total}, "weight_map": weight_map})
-    return path
-
-
-def _read_hf_tensors(path: Path) -> dict[str, Tensor]:
-    """All tensors of an HF checkpoint directory (safetensors, or .bin read weights-only)."""
-    from safetensors.torch import load_file
-
-    for single, index, loader in (
-            ("model.safetensors", "model.safetensors.index.json", load_file),
-            ("pytorch_model.bin", "pytorch_model.bin.index.json",
-             lambda f: torch.load(f, map_location="cpu", weights_only=True))):
-        if (path / single).is_file():
-            return loader(path / single)
-        if (path / index).is_file():
-            weight_map = _read_json(path / index, "sharded checkpoint").get("weight_map", {})
-            tensors: dict[str, Tensor] = {}
-            for name in sorted(set(weight_map.values())):
-                if not (path / name).is_file():
-                    missing = sorted(k for k, v in weight_map.items() if v == name)
-                    raise FileNotFoundError(f"shard {path / name} listed in {index} is missing "
-                                            f"(it holds {missing[:3]}...)")
-                tensors.update(loader(path / name))
-            return tensors
-    raise FileNotFoundError(f"no weights in {path}: expected model.safetensors or "
-                            "model.safetensors.index.json (or pytorch_model.bin)")
+    _check_llama(model, "Hugging Face")
+    return save_model(model, path, max_shard_size=max_shard_size, bos_token_id=bos_token_id,
+                      eos_token_id=eos_token_id)
 
 
 def load_hf(path: str | Path, dtype: torch.dtype | str | None = None, *,
@@ -323,14 +248,15 @@ def load_hf(path: str | Path, dtype: torch.dtype | str | None = None, *,
 
     dtype: float32, float16 or bfloat16 (or "fp32", "fp16", "bf16"); None keeps the file's.
     """
-    dtype = resolve_dtype(dtype)
+    from .checkpoint import load_model
+
     path = _directory(path, "load_hf")
-    config = config_from_hf(_read_json(path / "config.json", "Hugging Face checkpoint"))
-    tensors = {k: v for k, v in _read_hf_tensors(path).items() if not _IGNORED_HF.match(k)}
-    optional = ["lm_head.weight"] if config.tie_word_embeddings else []
-    _check_tensors(tensors, _expected_shapes(config), optional, f"checkpoint {path}", _hf_name)
-    state = {k: tensors[_hf_name(k)] for k in _expected_shapes(config) if _hf_name(k) in tensors}
-    return _build(config, state, dtype, device)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path / 'config.json'} not found: a Hugging Face checkpoint "
+                                "directory needs config.json (a course model with lesson "
+                                "switches has none: load it with llama_edu.checkpoint."
+                                "load_model)")
+    return load_model(path, device=device, dtype=dtype)
 
 
 def to_hf_model(model: Llama, attn_implementation: str = "eager"):
@@ -341,7 +267,8 @@ def to_hf_model(model: Llama, attn_implementation: str = "eager"):
     weight = model.embed_tokens.weight
     hf_config = transformers.LlamaConfig(**hf_config_dict(config), bos_token_id=None,
                                          eos_token_id=None, pad_token_id=None,
-                                         attn_implementation=attn_implementation)
+                                         attn_implementation=attn_implementation,
+                                         llama_edu=config.to_dict())  # read by from_hf_model
     hf_model = transformers.LlamaForCausalLM(hf_config).to(device=weight.device,
                                                             dtype=weight.dtype)
     state = {_hf_name(k): v for k, v in model.state_dict().items()}
@@ -429,8 +356,8 @@ def save_meta(model: Llama, path: str | Path) -> Path:
     config = _check_llama(model, "Meta")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _write_json(path / "params.json", meta_params(config))
-    torch.save(meta_state_dict(model), path / "consolidated.00.pth")
+    write_json(path / "params.json", meta_params(config))
+    save_torch(path / "consolidated.00.pth", meta_state_dict(model))
     return path
 
 
@@ -450,7 +377,7 @@ def _read_meta_tensors(path: Path) -> dict[str, Tensor]:
     if not files:
         raise FileNotFoundError(f"no consolidated.00.pth in {path}: a Meta checkpoint "
                                 "directory holds params.json and consolidated.NN.pth")
-    ranks = [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+    ranks = [load_torch(f, "a Meta checkpoint shard (torch.save)") for f in files]
     if len(ranks) == 1:
         return ranks[0]
     merged = {}
@@ -469,7 +396,10 @@ def load_meta(path: str | Path, dtype: torch.dtype | str | None = None, *,
     """
     dtype = resolve_dtype(dtype)
     path = _directory(path, "load_meta")
-    params = _read_json(path / "params.json", "Meta checkpoint")
+    if not (path / "params.json").is_file():
+        raise FileNotFoundError(f"{path / 'params.json'} not found: a Meta checkpoint "
+                                "directory needs params.json")
+    params = read_json(path / "params.json", "Meta's params.json")
     tensors = {k: v for k, v in _read_meta_tensors(path).items() if k not in _IGNORED_META}
     config = config_from_meta(params, tensors)
     expected = _expected_shapes(config)

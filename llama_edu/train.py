@@ -14,16 +14,15 @@ the embedding table and the output head included) and not to the RMSNorm gains: 
 rescales a normalised activation, so pulling it towards zero fights the normalisation
 itself, and the gains are too few to overfit with.
 
-`train` runs the loop (bf16 autocast on CUDA, fp32 on CPU; data parallel under torchrun)
-and writes checkpoints atomically as safetensors plus JSON, never pickle. `quick_train` is
-the few-line loop the early lessons use to compare variants of a model.
+`train` runs the loop (bf16 autocast on CUDA, fp32 on CPU; data parallel under torchrun),
+one `train_step` at a time, and saves checkpoints with `llama_edu.checkpoint`.
+`quick_train` is the few-line loop the early lessons use to compare variants of a model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -33,15 +32,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .data import TokenDataset, load_tokenizer, random_batch
-from .model import Llama, LlamaConfig
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-COURSE_TOKENIZER = ASSETS / "tokenizer.model"
-COURSE_MODEL = ASSETS / "tiny"
+from .checkpoint import checkpoint_files, load_checkpoint, remove_checkpoint, save_checkpoint
+from .data import TokenDataset, random_batch
+from .model import Llama
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -76,25 +71,34 @@ def param_groups(model: nn.Module, weight_decay: float = 0.1) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _option(default, help: str):
+    """A TrainConfig field with the help text its command-line option shows (llama_edu.cli)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    """How to train: the Llama 2 recipe at a size that suits a laptop."""
+    """How to train: the Llama 2 recipe at a size that suits a laptop.
 
-    steps: int = 1000
-    batch_size: int = 16            # sequences per step (the global batch under torchrun)
-    seq_len: int = 128
-    lr: float = 3e-3                # the peak learning rate
-    min_lr_ratio: float = 0.1       # cosine decays to 10% of the peak (Llama 2)
-    warmup: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-5
-    clip: float | None = 1.0        # max gradient norm; None: no clipping
-    eval_every: int = 100           # steps between validation losses (0: only at the end)
-    eval_batches: int = 8
-    save_every: int = 0             # steps between checkpoints (0: only at the end)
-    seed: int = 0
+    Every field is also an option of `python -m llama_edu train` (`batch_size` is
+    `--batch-size`), with the help text written here.
+    """
+
+    steps: int = _option(1000, "optimizer steps")
+    batch_size: int = _option(16, "sequences per step (under torchrun: summed over processes)")
+    seq_len: int = _option(128, "tokens per training sequence")
+    lr: float = _option(3e-3, "the peak learning rate")
+    min_lr_ratio: float = _option(0.1, "the cosine decays to this share of the peak")
+    warmup: int = _option(100, "steps of linear warmup")
+    weight_decay: float = _option(0.1, "AdamW's decoupled weight decay, on matrices only")
+    beta1: float = _option(0.9, "AdamW's beta1 (momentum)")
+    beta2: float = _option(0.95, "AdamW's beta2 (Llama 2 uses 0.95, not Adam's 0.999)")
+    eps: float = _option(1e-5, "AdamW's eps")
+    clip: float | None = _option(1.0, "max gradient norm; 0 turns clipping off")
+    eval_every: int = _option(100, "steps between validation losses; 0: only at the end")
+    eval_batches: int = _option(8, "batches per validation loss")
+    save_every: int = _option(0, "steps between checkpoints; 0: only at the end")
+    seed: int = _option(0, "seed for the weights and the batches")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len"):
@@ -108,8 +112,11 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.clip == 0:
+            self.clip = None
         if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip must be positive or None, got {self.clip}")
+            raise ValueError(f"clip must be positive, or 0 or None for no clipping, got "
+                             f"{self.clip}")
 
     def lr_at(self, step: int) -> float:
         return lr_at(step, self.lr, self.warmup, self.steps, self.min_lr_ratio)
@@ -119,131 +126,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with Llama 2's betas and eps, weight decay on the matrices only."""
     return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                              betas=(config.beta1, config.beta2), eps=config.eps)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints: safetensors for tensors, JSON for everything else, written atomically
-
-
-def _atomic_json(path: Path, values: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in metadata.items()})
-    os.chmod(tmp, 0o644)                       # safetensors creates it private
-    os.replace(tmp, path)
-
-
-def _weights(model: Llama) -> dict[str, Tensor]:
-    """The state dict without the tied head (safetensors stores no shared tensors)."""
-    state = model.state_dict()
-    if model.config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    return state
-
-
-def save_model(model: Llama, path: str | os.PathLike, step: int = 0) -> Path:
-    """Write config.json and model.safetensors into directory `path`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _atomic_json(path / "config.json", model.config.to_dict())
-    _atomic_safetensors(path / "model.safetensors", _weights(model), {"step": step})
-    return path
-
-
-def _check_dir(path: str | os.PathLike, needs: tuple[str, ...], what: str) -> Path:
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no {what} directory at {str(path)!r}; check the path")
-    missing = [name for name in needs if not (path / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{str(path)!r} is not a {what}: it lacks {', '.join(missing)}")
-    return path
-
-
-def load_model(path: str | os.PathLike, device: torch.device | str | None = None) -> Llama:
-    """A Llama from a directory with config.json and model.safetensors (no pickle)."""
-    path = _check_dir(path, ("config.json", "model.safetensors"), "model")
-    config = LlamaConfig.from_dict(json.loads((path / "config.json").read_text("utf-8")))
-    model = Llama(config)
-    state = load_file(str(path / "model.safetensors"))
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("rotary.")]
-    if missing or unexpected:
-        raise ValueError(f"{str(path)!r} does not match its config: missing {missing}, "
-                         f"unexpected {unexpected}")
-    return model.to(device or "cpu").eval()
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """Optimizer state split into tensors (for safetensors) and plain values (for JSON)."""
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{key}": value for index, entry in state["state"].items()
-               for key, value in entry.items()}
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
-                       plain: dict) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
-              for g in plain["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer,
-                    state: dict, generator: torch.Generator,
-                    save_optimizer: bool = True) -> Path:
-    """A resumable checkpoint: weights, optimizer moments, the batch sampler's RNG and the
-    run's state (step, configs, history). Each file is written to a temporary name and
-    renamed into place, so a crash never leaves a half-written file; every file records
-    the step, and loading checks they agree."""
-    path = save_model(model, path, state["step"])
-    if save_optimizer:
-        tensors, plain = _optimizer_tensors(optimizer)
-        tensors["rng.batches"] = generator.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        _atomic_safetensors(path / "optimizer.safetensors", tensors, {"step": state["step"]})
-        state = {**state, "optimizer": plain}
-    _atomic_json(path / "trainer_state.json", {**state, "resumable": save_optimizer})
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, model: Llama, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> dict:
-    """Restore model, optimizer and RNG in place from `save_checkpoint`; returns the state."""
-    path = _check_dir(path, ("config.json", "model.safetensors", "trainer_state.json"),
-                      "checkpoint")
-    state = json.loads((path / "trainer_state.json").read_text("utf-8"))
-    if not state.get("resumable") or not (path / "optimizer.safetensors").is_file():
-        raise ValueError(f"{str(path)!r} holds weights only (saved without optimizer state); "
-                         "it cannot be resumed, start a new run with another --out")
-    steps = set()
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(str(path / name), "pt") as f:
-            steps.add(int((f.metadata() or {}).get("step", -1)))
-    if steps != {state["step"]}:
-        raise ValueError(f"{str(path)!r} is inconsistent (files from steps {sorted(steps)} and "
-                         f"{state['step']}); was a save interrupted? delete it and start over")
-    loaded = load_model(path)
-    model.load_state_dict(loaded.state_dict())
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    generator.set_state(tensors.pop("rng.batches"))
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    _restore_optimizer(optimizer, tensors, state["optimizer"])
-    return state
 
 
 # ---------------------------------------------------------------------------------------
@@ -262,6 +144,17 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     seconds: float = 0.0
     tokens: int = 0
+
+    def record(self, step: int, loss: float, lr: float, grad_norm: float, tokens: int) -> None:
+        """One training step (1-based), its batch's loss and `tokens` more tokens seen."""
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at step {step}; lower --lr or "
+                                     "keep clipping on")
+        self.step.append(step)
+        self.loss.append(loss)
+        self.lr.append(lr)
+        self.grad_norm.append(grad_norm)
+        self.tokens += tokens
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -332,17 +225,27 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.PathLike |
-          None = None, resume: bool = False, progress: bool = True, live_plot: bool = False,
-          save_optimizer: bool = True, extra_state: dict | None = None) -> History:
-    """Train `model` on `data` with the Llama 2 recipe; returns the run's History.
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               lr: float, clip: float | None) -> tuple[Tensor, float]:
+    """One update at learning rate `lr`: forward, loss, backward, clip, AdamW step.
 
-    out: a checkpoint directory, written every `save_every` steps and at the end (by rank 0
-    only). resume: continue the run saved in `out` (same configs; the batches, weights and
-    optimizer moments carry on as if never stopped). Under torchrun (a process group
-    initialised, e.g. by `llama_edu.parallel.init_distributed`) the model is wrapped in
-    DistributedDataParallel and each rank takes its slice of the same global batch.
+    x, y: (batch, seq_len) inputs and targets. -> (the loss, detached; the gradient norm
+    before clipping)
     """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with _autocast(x.device):
+        loss = lm_loss(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    max_norm = clip if clip is not None else float("inf")
+    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    optimizer.step()
+    return loss.detach(), grad_norm
+
+
+def _check_setup(model: Llama, config: TrainConfig) -> tuple[int, int]:
+    """(rank, world_size), after checking that the config suits the model and processes."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     if config.seq_len > model.config.max_seq_len:
@@ -352,107 +255,152 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
     if config.batch_size % world:
         raise ValueError(f"batch_size ({config.batch_size}) must be divisible by the number "
                          f"of processes ({world})")
+    return rank, world
+
+
+def _prepare_out(out: str | os.PathLike, resume: bool, overwrite: bool, main: bool,
+                 tokenizer_model: str | os.PathLike | None) -> None:
+    """Refuse to write over another run in `out` unless told to; then clear it."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other; pick one")
+    existing = [] if resume else checkpoint_files(out)
+    if existing and not overwrite:
+        raise FileExistsError(f"{str(out)!r} already holds a checkpoint ({', '.join(existing)})"
+                              "; pass resume=True to continue it or overwrite=True to replace it")
+    if existing and tokenizer_model is not None and Path(tokenizer_model).resolve() in {
+            (Path(out) / name).resolve() for name in existing}:
+        raise ValueError(f"the tokenizer {str(tokenizer_model)!r} is a file of the checkpoint "
+                         "that overwriting would delete; copy it elsewhere first")
+    if existing and main:
+        remove_checkpoint(out)
+
+
+def _resume(out: str | os.PathLike | None, model: Llama, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator, config: TrainConfig) -> tuple[History, int]:
+    """Load the run saved in `out` into model, optimizer and sampler: (history, next step)."""
+    if out is None:
+        raise ValueError("resume needs the checkpoint directory `out`")
+    state = load_checkpoint(out, model, optimizer, generator)
+    saved = TrainConfig(**state["train_config"])
+    if saved != config:
+        changed = [f.name for f in dataclasses.fields(config)
+                   if getattr(saved, f.name) != getattr(config, f.name)]
+        raise ValueError(f"resume needs the same training settings; these differ from "
+                         f"the checkpoint: {changed}")
+    return History.from_dict(state["history"]), state["step"]
+
+
+def _local_batch(data: TokenDataset, config: TrainConfig, generator: torch.Generator,
+                 rank: int, world: int) -> tuple[Tensor, Tensor]:
+    """Every process draws the same global batch and keeps its own slice of the rows."""
+    x, y = random_batch(data.train, config.batch_size, config.seq_len, generator)
+    local = config.batch_size // world
+    return x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
+
+
+def _global_mean(loss: Tensor, world: int) -> float:
+    """The loss averaged over the processes (the loss of the global batch)."""
+    if world > 1:
+        loss = loss.clone()
+        dist.all_reduce(loss)
+        loss /= world
+    return float(loss)
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+class _Progress:
+    """What rank 0 shows while training: a tqdm bar and, in a notebook, a live plot."""
+
+    def __init__(self, total: int, initial: int, bar: bool, plot: bool):
+        self.bar = self.plot = None
+        if bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="training", unit="step")
+        if plot:
+            self.plot = LivePlot()
+
+    def update(self, history: History, evaluated: bool) -> None:
+        if evaluated and self.plot is not None:
+            self.plot.update(history)
+        if self.bar is not None:
+            postfix = {"loss": f"{history.loss[-1]:.3f}"}
+            if history.val_loss:
+                postfix["val"] = f"{history.val_loss[-1]:.3f}"
+            self.bar.update(1)
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.plot is not None:
+            self.plot.close()
+
+
+def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.PathLike |
+          None = None, resume: bool = False, progress: bool = True, live_plot: bool = False,
+          save_optimizer: bool = True, extra_state: dict | None = None,
+          tokenizer_model: str | os.PathLike | None = None,
+          overwrite: bool = False) -> History:
+    """Train `model` on `data` with the Llama 2 recipe; returns the run's History.
+
+    out: a checkpoint directory (llama_edu.checkpoint), written every `save_every` steps
+    and at the end by rank 0, with `tokenizer_model` (a SentencePiece file) stored beside
+    the weights. A folder that already holds a checkpoint is refused unless `resume`
+    (continue that run, with the same configs: the batches, weights and optimizer moments
+    carry on as if never stopped) or `overwrite` (delete it first). Under torchrun (a
+    process group initialised, e.g. by `llama_edu.parallel.init_distributed`) the model is
+    wrapped in DistributedDataParallel and each rank takes its slice of the same global batch.
+    """
+    rank, world = _check_setup(model, config)
+    main = rank == 0
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)    # draws the batches
     optimizer = make_optimizer(model, config)
     history, start = History(), 0
+    if out is not None:
+        _prepare_out(out, resume, overwrite, main, tokenizer_model)
     if resume:
-        if out is None:
-            raise ValueError("resume needs the checkpoint directory `out`")
-        state = load_checkpoint(out, model, optimizer, generator)
-        saved = TrainConfig(**state["train_config"])
-        if saved != config:
-            changed = [f.name for f in dataclasses.fields(config)
-                       if getattr(saved, f.name) != getattr(config, f.name)]
-            raise ValueError(f"resume needs the same training settings; these differ from "
-                             f"the checkpoint: {changed}")
-        history, start = History.from_dict(state["history"]), state["step"]
-
+        history, start = _resume(out, model, optimizer, generator, config)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    main = rank == 0
-    local = config.batch_size // world
-    plot = LivePlot() if live_plot and main else None
-    bar = None
-    if progress and main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=start, desc="training", unit="step")
 
     def checkpoint(step: int) -> None:
         if out is not None and main:
             state = {"step": step, "train_config": dataclasses.asdict(config),
                      "history": history.to_dict(), **(extra_state or {})}
-            save_checkpoint(out, model, optimizer, state, generator, save_optimizer)
+            save_checkpoint(out, model, optimizer, state, generator, save_optimizer,
+                            tokenizer_model)
 
+    shown = _Progress(config.steps, start, progress and main, live_plot and main)
     model.train()
-    began = time.perf_counter()
-    for step in range(start, config.steps):
-        lr = config.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = random_batch(data.train, config.batch_size, config.seq_len, generator)
-        x, y = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
-        with _autocast(device):
-            loss = lm_loss(net(x.to(device)), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = config.clip if config.clip is not None else float("inf")
-        grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), clip))
-        optimizer.step()
-
-        loss_value = loss.detach()
-        if world > 1:                                   # the global batch's mean loss
-            dist.all_reduce(loss_value)
-            loss_value /= world
-        history.step.append(step + 1)
-        history.loss.append(float(loss_value))
-        history.lr.append(lr)
-        history.grad_norm.append(grad_norm)
-        history.tokens += config.batch_size * config.seq_len
-        if not math.isfinite(history.loss[-1]):
-            raise FloatingPointError(f"the loss became {history.loss[-1]} at step {step + 1}; "
-                                     "lower --lr or keep clipping on")
-        last = step + 1 == config.steps
-        if (config.eval_every and (step + 1) % config.eval_every == 0) or last:
-            history.val_step.append(step + 1)
-            history.val_loss.append(evaluate(model, data, config, device))
-            if plot is not None:
-                plot.update(history)
-        if bar is not None:
-            bar.update(1)
-            postfix = {"loss": f"{history.loss[-1]:.3f}"}
-            if history.val_loss:
-                postfix["val"] = f"{history.val_loss[-1]:.3f}"
-            bar.set_postfix(postfix, refresh=False)
-        history.seconds += time.perf_counter() - began
-        began = time.perf_counter()
-        if (config.save_every and (step + 1) % config.save_every == 0) or last:
-            checkpoint(step + 1)
-    if bar is not None:
-        bar.close()
-    if plot is not None:
-        plot.close()
+    try:
+        for step in range(start, config.steps):
+            began = time.perf_counter()
+            x, y = _local_batch(data, config, generator, rank, world)
+            lr = config.lr_at(step)
+            loss, grad_norm = train_step(net, optimizer, x.to(device), y.to(device), lr,
+                                         config.clip)
+            history.record(step + 1, _global_mean(loss, world), lr, grad_norm,
+                           config.batch_size * config.seq_len)
+            last = step + 1 == config.steps
+            evaluated = _due(step + 1, config.eval_every) or last
+            if evaluated:
+                history.val_step.append(step + 1)
+                history.val_loss.append(evaluate(model, data, config, device))
+            shown.update(history, evaluated)
+            history.seconds += time.perf_counter() - began      # saving is not counted
+            if _due(step + 1, config.save_every) or last:
+                checkpoint(step + 1)
+    finally:
+        shown.close()
     model.eval()
     return history
-
-
-# ---------------------------------------------------------------------------------------
-# The course's own model
-
-
-def load_course_model(device: torch.device | str | None = None):
-    """The shipped tiny Llama and the course tokenizer: (model, tokenizer).
-
-    Trained by `python -m llama_edu train` on the course corpus (see assets/tiny/).
-    """
-    for path in (COURSE_MODEL / "model.safetensors", COURSE_TOKENIZER):
-        if not path.is_file():
-            raise FileNotFoundError(f"the course asset {str(path)!r} is missing; run from a "
-                                    "checkout of the course (pip install -e .)")
-    return load_model(COURSE_MODEL, device), load_tokenizer(COURSE_TOKENIZER)
 
 
 # ---------------------------------------------------------------------------------------

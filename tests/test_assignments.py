@@ -155,4 +155,28 @@ def test_bad_paths_are_one_line_errors(tmp_path, capsys):
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{not json", encoding="utf-8")
     assert assignments.main(["release", str(broken), "--out", str(tmp_path / "o")]) == 2
-    assert "not a readable notebook" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.ipynb' is not valid JSON" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("how, words", [
+    ("truncated", "is not valid JSON"), ("garbage", "is not UTF-8"), ("empty", "is empty"),
+    ("wrong json", "is JSON but not a Jupyter notebook"), ("a list", "holds a JSON list"),
+    ("bad cells", "is not a readable notebook")])
+def test_a_damaged_notebook_is_named_in_one_line(course, tmp_path, capsys, how, words):
+    import random
+
+    data = course.read_bytes()
+    damaged = {"truncated": data[:len(data) // 2], "garbage": random.Random(0).randbytes(900),
+               "empty": b"", "wrong json": b'{"hello": "world"}', "a list": b"[1, 2]",
+               "bad cells": b'{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, '
+                            b'"cells": [{"cell_type": "code"}]}'}[how]
+    bad = tmp_path / "alice" / "hw.ipynb"
+    bad.parent.mkdir()
+    bad.write_bytes(damaged)
+    for argv in (["grade", str(bad), "--source", str(course)],      # the submission
+                 ["grade", str(course), "--source", str(bad)]):     # the instructor's copy
+        assert assignments.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"'{bad}' " in err and words in err, err

@@ -31,6 +31,22 @@ def text_file(tmp_path_factory):
     return path
 
 
+def test_training_options_are_the_train_config_fields():
+    import dataclasses
+
+    from llama_edu.train import TrainConfig
+
+    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    options = {a.dest: a for a in train_parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        action = options[f.name]
+        assert action.option_strings == [f"--{f.name.replace('_', '-')}"]
+        assert action.help.startswith(f.metadata["help"]) and str(f.default) in action.help
+    args = train_parser.parse_args(["--out", "x", "--beta2", "0.99", "--clip", "0",
+                                    "--seed", "-3"])
+    assert (args.beta2, args.clip, args.seed, args.steps) == (0.99, 0.0, -3, None)
+
+
 def test_help_explains_every_option(capsys):
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
@@ -49,9 +65,9 @@ def test_train_then_generate(tmp_path, text_file, capsys):
     assert main(["train", "--data", str(text_file), "--steps", "4", "--out", str(out)]
                 + SMALL) == 0
     assert "final validation loss" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors",
-                                               "optimizer.safetensors", "trainer_state.json",
-                                               "tokenizer.model"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.json", "llama_edu.json", "model.safetensors", "tokenizer.model",
+        "tokenizer.json", "tokenizer_config.json", "training_state.pt", "trainer_state.json"}
     state = json.loads((out / "trainer_state.json").read_text("utf-8"))
     assert state["step"] == 4 and state["data"] == str(text_file)
     assert state["command"].startswith("python -m llama_edu train")
@@ -74,7 +90,7 @@ def test_weights_only_checkpoint(tmp_path, text_file):
     out = tmp_path / "small"
     main(["train", "--data", str(text_file), "--steps", "2", "--out", str(out),
           "--weights-only"] + SMALL)
-    assert not (out / "optimizer.safetensors").exists()
+    assert not (out / "training_state.pt").exists() and (out / "model.safetensors").is_file()
     assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 2
 
 
@@ -97,6 +113,26 @@ def test_mistakes_give_one_line_errors(argv, message, capsys, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_existing_run_needs_resume_or_overwrite(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    first = ["train", "--data", str(text_file), "--steps", "2", "--out", str(out)] + SMALL
+    assert main(first) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(first + ["--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a training run (step 2)" in err
+    assert "--resume" in err and "--overwrite" in err
+    assert (out / "model.safetensors").read_bytes() == weights       # untouched
+    assert main(first + ["--seed", "1", "--overwrite", "--weights-only"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights
+    assert not (out / "training_state.pt").exists()
+    state = json.loads((out / "trainer_state.json").read_text("utf-8"))
+    assert state["train_config"]["seed"] == 1 and "--overwrite" in state["command"]
+    assert main(["train", "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
 def test_undecodable_text_file(tmp_path, capsys):

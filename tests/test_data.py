@@ -1,42 +1,26 @@
-"""Corpora, the course tokenizer, datasets and batches."""
+"""Corpora, datasets and batches."""
 
 import pytest
-import sentencepiece as spm
 import torch
 
+from llama_edu.checkpoint import COURSE_TOKENIZER
 from llama_edu.data import (
     TokenDataset,
     byte_tokens,
     course_text,
     encode_text,
     load_corpus,
-    load_tokenizer,
     pydoc_text,
     random_batch,
     read_text_file,
-    story_text,
-    train_tokenizer,
 )
-from llama_edu.train import COURSE_TOKENIZER
+from llama_edu.stories import story_text
+from llama_edu.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer(COURSE_TOKENIZER)
-
-
-def test_stories_are_seeded_varied_and_include_chinese():
-    assert story_text(50, seed=3) == story_text(50, seed=3)
-    assert story_text(50, seed=3) != story_text(50, seed=4)
-    stories = story_text(2000).split("\n\n")
-    assert len(stories) == 2000
-    assert len(set(stories)) == 2000                      # no two stories alike
-    openings = {s.split(",")[0] for s in stories}
-    assert len(openings) >= 5
-    assert sum("。" in s for s in stories) > 50           # some Chinese sentences
-    words = set(" ".join(stories).split())
-    assert len(words) > 800                               # a varied vocabulary
-    assert any(ch.isdigit() for ch in stories[0] + stories[1] + stories[2] + stories[3])
 
 
 def test_course_text_joins_pydoc_and_stories():
@@ -62,39 +46,6 @@ def test_read_text_file_utf8_and_clear_errors(tmp_path):
     empty.write_text("  \n", encoding="utf-8")
     with pytest.raises(ValueError, match="empty"):
         read_text_file(empty)
-
-
-def test_shipped_tokenizer_behaves_like_llamas(tokenizer):
-    pieces = [tokenizer.id_to_piece(i) for i in tokenizer.encode("in 1984 the 齉")]
-    assert pieces[pieces.index("1"):pieces.index("1") + 4] == ["1", "9", "8", "4"]  # split digits
-    assert pieces[-3:] == ["<0xE9>", "<0xBD>", "<0x89>"]          # byte fallback, no <unk>
-    assert tokenizer.decode(tokenizer.encode("ＡＢＣ ﬁ")) == "ＡＢＣ ﬁ"  # identity: no NFKC
-    assert pieces[0].startswith("\u2581")                        # the dummy-prefix space
-    assert [tokenizer.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
-    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.vocab_size) == (1, 2, 4096)
-
-
-def test_train_tokenizer_reproduces_the_shipped_model(tmp_path):
-    path = train_tokenizer(tmp_path / "again.model")
-    assert path.read_bytes() == COURSE_TOKENIZER.read_bytes()
-
-
-def test_tokenizer_round_trips_text_and_matches_sentencepiece(tokenizer):
-    reference = spm.SentencePieceProcessor(model_file=str(COURSE_TOKENIZER))
-    for text in ["Once upon a time, in 2023, 12 foxes", "def f(x):\n    return x",
-                 "小猫和小狗找到了钥匙。", "emoji 🦙 and tabs\tok"]:
-        ids = tokenizer.encode(text)
-        assert ids == reference.encode(text)
-        assert tokenizer.decode(ids) == text
-    ids = tokenizer.encode("Year 2024", bos=True, eos=True)
-    assert ids[0] == 1 and ids[-1] == 2
-    assert [tokenizer.id_to_piece(i) for i in tokenizer.encode("2024")][-4:] == list("2024")
-    assert tokenizer.vocab_size == 4096
-
-
-def test_load_tokenizer_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train_tokenizer"):
-        load_tokenizer(tmp_path / "nope.model")
 
 
 def test_encode_text_puts_bos_before_each_paragraph(tokenizer):

@@ -198,7 +198,7 @@ def test_batched_greedy_equals_hf_generate_with_left_padding(micro):
 
 
 def test_generate_text_round_trip():
-    from llama_edu.train import load_course_model
+    from llama_edu.checkpoint import load_course_model
 
     model, tokenizer = load_course_model()
     text = generate_text(model, tokenizer, "Once upon a time", max_new_tokens=20)
@@ -207,7 +207,7 @@ def test_generate_text_round_trip():
 
 def test_streamed_text_keeps_the_space_before_a_word(monkeypatch):
     import llama_edu.generate as gen
-    from llama_edu.train import load_course_model
+    from llama_edu.checkpoint import load_course_model
 
     model, tokenizer = load_course_model()
     ids = tokenizer.encode("time, 小猫")                         # "▁time" first

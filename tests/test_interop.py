@@ -177,7 +177,8 @@ def test_large_models_are_sharded_with_an_index(tmp_path):
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
     torch.testing.assert_close(hf_logits(hf_model, tokens), model(tokens), rtol=1e-5, atol=1e-5)
     save_hf(model, tmp_path)                         # saving again unsharded leaves no shards
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "llama_edu.json",
+                                                          "model.safetensors"]
 
 
 @pytest.mark.parametrize("dtype, expected", [

@@ -7,19 +7,18 @@ import warnings
 import pytest
 import torch
 
+from llama_edu.checkpoint import load_course_model, load_model
 from llama_edu.data import TokenDataset
 from llama_edu.model import Llama, LlamaConfig
 from llama_edu.train import (
     TrainConfig,
     evaluate,
-    load_course_model,
-    load_model,
     lr_at,
     make_optimizer,
     param_groups,
     quick_train,
-    save_model,
     train,
+    train_step,
 )
 
 SMALL = dict(batch_size=4, seq_len=16, lr=1e-2, warmup=2, eval_every=3, eval_batches=2)
@@ -117,16 +116,16 @@ def test_training_lowers_the_loss_and_records_history(data):
     assert history.tokens == 30 * 4 * 16
 
 
-def test_checkpoint_files_are_safetensors_and_json(tmp_path, data):
+def test_checkpoint_files_are_a_model_directory_plus_training_state(tmp_path, data):
     model = micro_model()
     train(model, data, TrainConfig(steps=2, **SMALL), out=tmp_path, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["config.json", "model.safetensors", "optimizer.safetensors",
-                     "trainer_state.json"]                    # no temporary files left
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        raw = (tmp_path / name).read_bytes()
-        header = int.from_bytes(raw[:8], "little")
-        assert json.loads(raw[8:8 + header])["__metadata__"]["step"] == "2"
+    assert names == ["config.json", "llama_edu.json", "model.safetensors",
+                     "trainer_state.json", "training_state.pt"]  # no temporary files left
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    header = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8:8 + header])["__metadata__"]["step"] == "2"
+    assert torch.load(tmp_path / "training_state.pt", weights_only=True)["step"] == 2
     state = json.loads((tmp_path / "trainer_state.json").read_text("utf-8"))
     assert state["step"] == 2 and state["resumable"]
     loaded = load_model(tmp_path)
@@ -190,13 +189,48 @@ def test_a_half_written_checkpoint_is_detected(tmp_path, data):
               progress=False)
 
 
-def test_load_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model directory"):
-        load_model(tmp_path / "missing")
-    save_model(micro_model(), tmp_path / "m")
-    (tmp_path / "m" / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks model.safetensors"):
-        load_model(tmp_path / "m")
+def test_an_existing_run_is_never_overwritten_silently(tmp_path, data):
+    config = TrainConfig(steps=2, **SMALL)
+    first = micro_model()
+    train(first, data, config, out=tmp_path, progress=False)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="resume=True to continue it or overwrite=True"):
+        train(micro_model(seed=1), data, config, out=tmp_path, progress=False)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    second = micro_model(seed=1)
+    train(second, data, config, out=tmp_path, overwrite=True, progress=False,
+          save_optimizer=False)
+    assert not (tmp_path / "training_state.pt").exists()   # the old run's state is gone
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+    loaded = load_model(tmp_path)
+    for a, b in zip(second.parameters(), loaded.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="contradict"):
+        train(micro_model(), data, config, out=tmp_path, resume=True, overwrite=True,
+              progress=False)
+    (tmp_path / "tokenizer.model").write_bytes(b"a run's own tokenizer")
+    with pytest.raises(ValueError, match="that overwriting would delete"):
+        train(micro_model(), data, config, out=tmp_path, overwrite=True, progress=False,
+              tokenizer_model=tmp_path / "tokenizer.model")
+    assert (tmp_path / "tokenizer.model").read_bytes() == b"a run's own tokenizer"
+
+
+def test_train_step_is_one_adamw_update_on_the_clipped_gradient():
+    model, twin = micro_model(), micro_model()
+    config = TrainConfig(lr=1e-2, clip=0.5)
+    optimizer, reference = make_optimizer(model, config), make_optimizer(twin, config)
+    x = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(0))
+    y = torch.roll(x, -1, dims=1)
+    loss, grad_norm = train_step(model, optimizer, x, y, lr=1e-2, clip=0.5)
+    logits = twin(x)                                       # the same step written out
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+    expected.backward()
+    norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.5)
+    reference.step()
+    assert torch.equal(loss, expected.detach()) and grad_norm == float(norm) > 0.5
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def _ddp_worker(rank, world_size, steps):
@@ -228,6 +262,20 @@ def test_quick_train_still_serves_the_early_lessons():
     losses = quick_train(micro_model(), torch.arange(2000) % 50, steps=20, batch_size=4,
                          seq_len=16, lr=1e-2)
     assert len(losses) == 20 and losses[-1] < losses[0]
+
+
+def test_a_diverged_loss_stops_the_run_with_advice():
+    from llama_edu.train import History
+
+    history = History()
+    history.record(1, 5.5, 1e-3, 0.7, 64)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 2; lower --lr"):
+        history.record(2, float("nan"), 1e-3, 0.7, 64)
+    assert (history.step, history.loss, history.tokens) == ([1], [5.5], 64)
+
+
+def test_clip_zero_means_no_clipping():
+    assert TrainConfig(clip=0).clip is None and TrainConfig(clip=0.0) == TrainConfig(clip=None)
 
 
 def test_course_model_loads_and_predicts_the_course_text():

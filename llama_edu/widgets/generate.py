@@ -87,7 +87,7 @@ def sampling_explorer(model=None, tokenizer=None, prompt: str = "Once upon a tim
                       seed: int = 0) -> Explorer:
     """Sliders for temperature (0 = greedy), top-k (0 = off), top-p (1 = off) and the seed."""
     if model is None or tokenizer is None:
-        from ..train import load_course_model
+        from ..checkpoint import load_course_model
 
         model, tokenizer = load_course_model()
     if not isinstance(prompt, str) or not prompt:
