@@ -10,7 +10,8 @@ is wrapped in <<SYS>> tags and put in front of the first user message; every fin
 exchange is one sequence `<s>[INST] user [/INST] answer </s>`, and the open question is
 `<s>[INST] user [/INST]`, after which the model writes its answer.
 
-    <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s><s>[INST] {user} [/INST]
+    <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer} </s>
+    <s>[INST] {user} [/INST]
 
 Llama 3 (Meta's reference `ChatFormat`): each message gets a header with its role and ends
 in <|eot_id|>; the prompt ends with an empty assistant header.

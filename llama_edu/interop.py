@@ -158,7 +158,8 @@ def hf_config_dict(config: LlamaConfig) -> dict:
         "vocab_size": config.vocab_size,
         "max_position_embeddings": config.max_seq_len,
         "rms_norm_eps": config.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(config.rope_theta)},
+        "rope_parameters": {**(config.rope_scaling or {"rope_type": "default"}),
+                            "rope_theta": float(config.rope_theta)},
         "tie_word_embeddings": config.tie_word_embeddings,
         "hidden_act": "silu",
         "attention_bias": False,
@@ -175,12 +176,16 @@ def config_from_hf(values: dict) -> LlamaConfig:
         if values.get(key, wanted) != wanted:
             raise ValueError(f"config.json has {key}={values[key]!r}; Llama 2 uses "
                              f"{key}={wanted!r}, and llama_edu supports only that")
-    rope = values.get("rope_parameters") or values.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
+    # transformers 5 writes rope_parameters; older files have rope_theta and rope_scaling
+    rope = dict(values.get("rope_parameters") or values.get("rope_scaling") or {})
+    rope_type = rope.pop("rope_type", rope.pop("type", "default"))
+    theta = rope.pop("rope_theta", values.get("rope_theta", 10_000.0))
+    if rope_type not in positions.ROPE_SCALING_KEYS:
         raise ValueError(f"RoPE scaling {rope_type!r} is not supported: llama_edu implements "
-                         "the plain RoPE of Llama 2 (rope_type 'default')")
-    theta = rope.get("rope_theta", values.get("rope_theta", 10_000.0))
+                         f"rope_type {sorted(positions.ROPE_SCALING_KEYS)}")
+    wanted = positions.ROPE_SCALING_KEYS[rope_type]
+    scaling = None if rope_type == "default" else {
+        "rope_type": rope_type, **{k: v for k, v in rope.items() if k in wanted}}
     try:
         dim, n_heads = int(values["hidden_size"]), int(values["num_attention_heads"])
         fields = dict(
@@ -191,7 +196,7 @@ def config_from_hf(values: dict) -> LlamaConfig:
             hidden_dim=int(values["intermediate_size"]),
             max_seq_len=int(values.get("max_position_embeddings", 2048)),
             norm_eps=float(values.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
+            rope_theta=float(theta), rope_scaling=scaling,
             tie_word_embeddings=bool(values.get("tie_word_embeddings", False)),
         )
     except KeyError as error:

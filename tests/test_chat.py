@@ -4,7 +4,7 @@ import pytest
 import sentencepiece as spm
 
 from llama_edu.chat import check_dialog, encode_dialog, format_dialog
-from llama_edu.train import load_course_model
+from llama_edu.checkpoint import load_course_model
 
 DIALOG = [{"role": "system", "content": "Answer in one word. "},
           {"role": "user", "content": " Who found the key? "},
@@ -27,15 +27,15 @@ def meta_reference(processor, dialog):
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from llama_edu.checkpoint import TINY_DIR  # the shipped tokenizer.model
+    from llama_edu.checkpoint import COURSE_MODEL  # the shipped tiny model
 
     _, ours = load_course_model()
-    return ours, spm.SentencePieceProcessor(model_file=str(TINY_DIR / "tokenizer.model"))
+    return ours, spm.SentencePieceProcessor(model_file=str(COURSE_MODEL / "tokenizer.model"))
 
 
 def test_format_wraps_the_system_prompt_and_marks_bos_and_eos():
     assert format_dialog(DIALOG) == (
-        "<s>[INST] <<SYS>>\nAnswer in one word. \n<</SYS>>\n\nWho found the key? [/INST] "
+        "<s>[INST] <<SYS>>\nAnswer in one word. \n<</SYS>>\n\n Who found the key? [/INST] "
         "Mira. </s><s>[INST] 小猫在哪里？ [/INST]")
     assert format_dialog([{"role": "user", "content": "hi"}]) == "<s>[INST] hi [/INST]"
 

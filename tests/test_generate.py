@@ -242,8 +242,8 @@ def test_streamed_pieces_are_the_decoded_text_less_an_incomplete_tail():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
+    from llama_edu.checkpoint import load_course_model
     from llama_edu.generate import text_pieces
-    from llama_edu.train import load_course_model
 
     _, tokenizer = load_course_model()
     byte_ids = [tokenizer.piece_to_id(f"<0x{b:02X}>") for b in range(256)]

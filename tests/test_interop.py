@@ -277,8 +277,10 @@ def test_a_missing_shard_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("change, match", [
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0}},
+     "RoPE scaling 'yarn' is not supported"),
     ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}},
-     "RoPE scaling 'llama3' is not supported"),
+     "rope_scaling of type 'llama3' needs"),
     ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
     ({"attention_bias": True}, "attention_bias=True"),
     ({"model_type": "mistral"}, "model_type is 'mistral'"),

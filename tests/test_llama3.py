@@ -129,3 +129,27 @@ def test_the_model_uses_the_scaled_tables():
 def test_bad_rope_scaling_says_what_to_fix(bad, message):
     with pytest.raises(ValueError, match=message):
         LlamaConfig.from_preset("micro", rope_scaling=bad)
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 32},
+])
+def test_rope_scaling_survives_save_hf_and_load_hf_with_transformers_logits(scaling, tmp_path):
+    from llama_edu.interop import load_hf, save_hf, to_hf_model
+    from llama_edu.numerics import assert_close, model_shape
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_preset("micro", rope_scaling=scaling)).eval()
+    tokens = torch.randint(0, 256, (2, 100))          # far past the 32 "trained" positions
+    with torch.no_grad():
+        ours, theirs = model(tokens), to_hf_model(model)(tokens).logits
+    assert_close(ours, theirs, **model_shape(model.config))
+    save_hf(model, tmp_path / "scaled")
+    back = load_hf(tmp_path / "scaled")
+    assert back.config.rope_scaling == scaling
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "scaled").eval()
+    with torch.no_grad():
+        assert_close(hf(tokens).logits, ours, **model_shape(model.config))
+        assert torch.equal(back(tokens), ours)
