@@ -4,26 +4,34 @@ Three sources of text, none downloaded:
 
 - `pydoc_text()`: the English prose that ships with Python (about 465 KB, the help texts
   of `pydoc_data.topics`);
-- `story_text(n_stories, seed)`: short stories from the seeded generator in
-  `llama_edu.stories` (varied characters, places, plots and numbers, with a few sentences
-  in Chinese so that non-ASCII text goes through every step);
+- `story_text(n_stories, seed)`: short English stories from the seeded generator in
+  `llama_edu.stories` (varied characters, places, plots and numbers);
+- `story_text_zh(n_stories, seed)`: short Chinese stories from a grammar of their own
+  (`llama_edu.stories_zh`);
 - `read_text_file(path)`: any UTF-8 text file a learner brings.
 
-`course_text()` joins the first two; the course tokenizer (`llama_edu.tokenizer`) is
-fitted on it. `encode_text` turns text into one token stream, and `TokenDataset` holds
-that stream split into training and validation parts, sampled as random windows.
+`course_text()` is the bilingual course corpus: the help texts, then English and Chinese
+stories shuffled together, about a third of its characters Chinese. The course tokenizer
+(`llama_edu.tokenizer`) is fitted on it and the shipped model trained on it;
+`held_out_stories(language)` draws stories from a seed that training never used.
+`encode_text` turns text into one token stream, and `TokenDataset` holds that stream split
+into training and validation parts, sampled as random windows.
 `byte_tokens` (256 byte ids) serves the quick experiments of lessons 02-04.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .stories import story_text
+from .stories_zh import story_text_zh
+
+HELD_OUT_SEED = 20_231_118  # no training corpus uses it: stories the model has never seen
 
 # ---------------------------------------------------------------------------------------
 # Python's own documentation
@@ -36,9 +44,29 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def course_text(n_stories: int = 3000, seed: int = 0) -> str:
-    """The course corpus: Python's help topics, then the generated stories."""
-    return pydoc_text() + "\n\n" + story_text(n_stories, seed)
+def course_text(n_stories: int = 3000, n_stories_zh: int = 5500, seed: int = 0) -> str:
+    """The course corpus: Python's help topics, then English and Chinese stories shuffled
+    together (with the defaults, a third of its characters are Chinese)."""
+    stories = story_text(n_stories, seed).split("\n\n")
+    if n_stories_zh:
+        stories += story_text_zh(n_stories_zh, seed).split("\n\n")
+    random.Random(seed).shuffle(stories)
+    return pydoc_text() + "\n\n" + "\n\n".join(stories)
+
+
+def held_out_stories(language: str, n_stories: int = 200) -> str:
+    """Stories from HELD_OUT_SEED, in "en" or "zh": for validation the model never saw."""
+    makers = {"en": story_text, "zh": story_text_zh}
+    if language not in makers:
+        raise ValueError(f"language must be 'en' or 'zh', got {language!r}")
+    return makers[language](n_stories, HELD_OUT_SEED)
+
+
+def cjk_share(text: str) -> float:
+    """The share of characters in `text` that are CJK ideographs or CJK punctuation."""
+    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
+              or "\uff00" <= ch <= "\uffef")
+    return cjk / max(len(text), 1)
 
 
 def read_text_file(path: str | os.PathLike) -> str:
@@ -57,13 +85,15 @@ def read_text_file(path: str | os.PathLike) -> str:
 
 
 def load_corpus(source: str = "course") -> str:
-    """'course', 'pydoc', 'stories', or the path of a UTF-8 text file."""
+    """'course', 'pydoc', 'stories', 'stories-zh', or the path of a UTF-8 text file."""
     if source == "course":
         return course_text()
     if source == "pydoc":
         return pydoc_text()
     if source == "stories":
         return story_text()
+    if source == "stories-zh":
+        return story_text_zh()
     return read_text_file(source)
 
 

@@ -7,14 +7,17 @@ from llama_edu.checkpoint import COURSE_TOKENIZER
 from llama_edu.data import (
     TokenDataset,
     byte_tokens,
+    cjk_share,
     course_text,
     encode_text,
+    held_out_stories,
     load_corpus,
     pydoc_text,
     random_batch,
     read_text_file,
 )
 from llama_edu.stories import story_text
+from llama_edu.stories_zh import story_text_zh
 from llama_edu.tokenizer import load_tokenizer
 
 
@@ -23,12 +26,31 @@ def tokenizer():
     return load_tokenizer(COURSE_TOKENIZER)
 
 
-def test_course_text_joins_pydoc_and_stories():
-    text = course_text(n_stories=10)
-    assert text.startswith(pydoc_text()[:1000])
-    assert text.endswith(story_text(10))
+def test_course_text_joins_pydoc_and_both_languages_stories():
+    text = course_text(n_stories=10, n_stories_zh=5)
+    assert text.startswith(pydoc_text())
+    stories = set(text[len(pydoc_text()) + 2:].split("\n\n"))
+    assert stories == set(story_text(10).split("\n\n")) | set(story_text_zh(5).split("\n\n"))
+    assert course_text(n_stories=10, n_stories_zh=5) == text          # seeded
     with pytest.raises(ValueError, match="n_stories"):
         story_text(0)
+    with pytest.raises(ValueError, match="n_stories"):
+        story_text_zh(0)
+
+
+def test_the_course_corpus_is_about_a_third_chinese():
+    share = cjk_share(course_text())
+    assert 0.30 <= share <= 0.40, share
+
+
+def test_held_out_stories_share_no_story_with_training():
+    training = set(course_text().split("\n\n"))
+    for language in ("en", "zh"):
+        held = held_out_stories(language, 200).split("\n\n")
+        assert len(held) == 200 and not training & set(held)
+    assert cjk_share(held_out_stories("zh")) > 0.8 and cjk_share(held_out_stories("en")) < 0.01
+    with pytest.raises(ValueError, match="'en' or 'zh'"):
+        held_out_stories("fr")
 
 
 def test_read_text_file_utf8_and_clear_errors(tmp_path):
