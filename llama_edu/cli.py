@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 from .checkpoint import COURSE_MODEL, COURSE_TOKENIZER
+from .precision import PRECISIONS, choose_precision
 from .train import TrainConfig
 
 
@@ -56,15 +57,22 @@ def add_config_options(parser: argparse.ArgumentParser, config_class=TrainConfig
     """One option per dataclass field (`batch_size` -> `--batch-size`), typed by the
     field's annotation, with the help from its metadata and its default. The options
     default to None, so that the caller can tell which were given."""
-    parsers = {int: _int, float: _float, float | None: _float}
+    parsers = {int: _int, float: _float, float | None: _float, str: str}
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
+        flag = f"--{f.name.replace('_', '-')}"
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if hints[f.name] is bool:                  # --compile / --no-compile
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+            continue
         parse = parsers.get(hints[f.name])
         if parse is None:
             raise TypeError(f"{config_class.__name__}.{f.name} is a {hints[f.name]}; "
-                            "add_config_options parses int, float and float | None fields")
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=parse,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+                            "add_config_options parses int, float, float | None, str and "
+                            "bool fields")
+        parser.add_argument(flag, dest=f.name, type=parse, help=help_text,
+                            choices=f.metadata.get("choices"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model with the Llama 2 recipe",
         description="Train a Llama with AdamW (beta1 0.9, beta2 0.95, eps 1e-5, weight decay "
                     "on matrices), linear warmup then cosine decay to 10% of the peak, "
-                    "gradient clipping; bf16 autocast on CUDA, fp32 on CPU. Under "
+                    "gradient clipping; the matmuls in --precision (auto: bf16 where the hardware "
+                    "runs it fast, else fp32), the weights and optimizer in fp32. Under "
                     "`torchrun --nproc_per_node N -m llama_edu train ...` it trains data "
                     "parallel (each process takes its share of every batch).")
     t.add_argument("--preset", default=None, choices=[p for p in PRESETS if "llama" not in p],
@@ -127,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample only among the most likely tokens whose probabilities add up "
                         "to p, in (0, 1] (off)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="compute dtype of the forward passes; auto picks bf16 where the "
+                        "hardware runs it fast (auto)")
     g.add_argument("--tokenizer", default=None,
                    help="SentencePiece model file (default: the checkpoint's tokenizer.model, "
                         "else the course's)")
@@ -271,12 +283,15 @@ def _generate(args) -> None:
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p must lie in (0, 1], got {args.top_p}")
     generator = torch.Generator(model.embed_tokens.weight.device).manual_seed(args.seed)
+    precision = choose_precision(args.precision, model.embed_tokens.weight.device)
+    print(f"precision: {precision}", file=sys.stderr)   # stdout holds only the text
     if hasattr(sys.stdout, "reconfigure"):          # Chinese text on any terminal locale
         sys.stdout.reconfigure(encoding="utf-8")
     sys.stdout.write(args.prompt)
     for piece in stream_text(model, tokenizer, args.prompt, args.max_new_tokens,
                              temperature=args.temperature, top_k=args.top_k,
-                             top_p=args.top_p, generator=generator):
+                             top_p=args.top_p, generator=generator,
+                             precision=precision.name):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .model import Llama
+from .precision import choose_precision
 
 # ---------------------------------------------------------------------------------------
 # Turning logits into a choice
@@ -154,16 +155,19 @@ def _check(model: Llama, prompts: list[list[int]], max_new_tokens: int) -> None:
 @torch.inference_mode()
 def _steps(model: Llama, prompts: list[list[int]], max_new_tokens: int, temperature: float,
            top_k: int | None, top_p: float | None, eos_id: int | None,
-           generator: torch.Generator | None) -> Iterator[Tensor]:
+           generator: torch.Generator | None, precision: str = "fp32") -> Iterator[Tensor]:
     """Yield the next token of every row, (batch,), step by step; rows that met EOS
-    repeat it. Stops when every row has met EOS or after max_new_tokens."""
+    repeat it. Stops when every row has met EOS or after max_new_tokens. The forward
+    passes run in `precision` (llama_edu.precision); sampling reads fp32 logits."""
     device = model.embed_tokens.weight.device
+    autocast = choose_precision(precision, device).autocast
     tokens, mask, positions = left_pad(prompts, device=device)
     batch, length = tokens.shape
     padded = bool((mask == 0).any())
     cache = model.make_cache(batch, length + max_new_tokens)
-    logits = model(tokens, 0, cache, mask if padded else None,
-                   positions if padded else None)                 # prefill: (b, len, vocab)
+    with autocast():
+        logits = model(tokens, 0, cache, mask if padded else None,
+                       positions if padded else None).float()     # prefill: (b, len, vocab)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     next_pos = positions[:, -1:] + 1                              # (b, 1)
     for step in range(max_new_tokens):
@@ -172,12 +176,13 @@ def _steps(model: Llama, prompts: list[list[int]], max_new_tokens: int, temperat
             token = torch.where(done, torch.full_like(token, eos_id), token)
             done |= token == eos_id
         yield token
-        if bool(done.all()) or step + 1 == max_new_tokens:
+        if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
             return
         if padded:
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
-        logits = model(token[:, None], length + step, cache, mask if padded else None,
-                       next_pos if padded else None)              # decode: (b, 1, vocab)
+        with autocast():
+            logits = model(token[:, None], length + step, cache, mask if padded else None,
+                           next_pos if padded else None).float()  # decode: (b, 1, vocab)
         next_pos = next_pos + 1
 
 
@@ -190,18 +195,19 @@ def _trim(ids: list[int], eos_id: int | None) -> list[int]:
 
 def generate(model: Llama, prompt_ids, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             *, generator: torch.Generator | None = None):
+             *, generator: torch.Generator | None = None, precision: str = "fp32"):
     """The new token ids after a prompt, decoded with the KV cache.
 
     prompt_ids: a list of ids (-> a list of new ids) or a list of such lists of any
     lengths (-> a list of lists). temperature 0 is greedy; otherwise sampling from the
     temperature-scaled, top-k and top-p filtered distribution, drawn with `generator`.
-    A row stops after eos_id (which it includes) or after max_new_tokens.
+    A row stops after eos_id (which it includes) or after max_new_tokens. `precision`
+    ("fp32", "bf16", "fp16" or "auto") is the dtype of the forward passes' matmuls.
     """
     prompts, batched = _as_prompts(prompt_ids)
     _check(model, prompts, max_new_tokens)
     columns = list(_steps(model, prompts, max_new_tokens, temperature, top_k, top_p, eos_id,
-                          generator))
+                          generator, precision))
     rows = torch.stack(columns, 1).tolist() if columns else [[] for _ in prompts]
     rows = [_trim(row, eos_id) for row in rows]
     return rows if batched else rows[0]
@@ -209,14 +215,15 @@ def generate(model: Llama, prompt_ids, max_new_tokens: int, temperature: float =
 
 def stream(model: Llama, prompt_ids, max_new_tokens: int, temperature: float = 0.0,
            top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-           *, generator: torch.Generator | None = None) -> Iterator[int]:
+           *, generator: torch.Generator | None = None,
+           precision: str = "fp32") -> Iterator[int]:
     """Like `generate` for one prompt, but yields each new id as soon as it exists."""
     prompts, batched = _as_prompts(prompt_ids)
     if batched:
         raise ValueError("stream takes one prompt (a list of ids); use generate for a batch")
     _check(model, prompts, max_new_tokens)
     for token in _steps(model, prompts, max_new_tokens, temperature, top_k, top_p, eos_id,
-                        generator):
+                        generator, precision):
         yield int(token[0])
 
 

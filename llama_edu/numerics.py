@@ -68,6 +68,19 @@ def rope_tolerance(max_position: int, rope_theta: float = 10_000.0, *, reduction
     return {"rtol": bound, "atol": bound * max(float(scale), 1e-30)}
 
 
+def autocast_tolerance(dtype: torch.dtype, *, depth: int = 1,
+                       scale: float = 1.0) -> dict[str, float]:
+    """`tolerance` for an autocast run against its fp32 twin.
+
+    Under autocast the matmuls read their inputs rounded to `dtype` (bf16, fp16) and sum in
+    fp32, so each of the `depth` chained operations adds one rounding of relative size u of
+    `dtype`, not sqrt(n) of them; independent roundings add like a random walk, sqrt(depth)
+    u, and 4 of those standard deviations bound the largest of many entries.
+    """
+    bound = 4.0 * unit_roundoff(dtype) * math.sqrt(depth)
+    return {"rtol": bound, "atol": bound * max(float(scale), 1e-30)}
+
+
 def assert_close(actual: Tensor, expected: Tensor, *, reduction: int = 1, depth: int = 1,
                  dtype: torch.dtype | None = None, msg: str | None = None) -> None:
     """`torch.testing.assert_close` with `tolerance(...)` scaled by the expected values."""

@@ -14,7 +14,8 @@ the embedding table and the output head included) and not to the RMSNorm gains: 
 rescales a normalised activation, so pulling it towards zero fights the normalisation
 itself, and the gains are too few to overfit with.
 
-`train` runs the loop (bf16 autocast on CUDA, fp32 on CPU; data parallel under torchrun),
+`train` runs the loop (matmuls in the chosen precision, see `llama_edu.precision`; data
+parallel under torchrun),
 one `train_step` at a time, and saves checkpoints with `llama_edu.checkpoint`.
 `quick_train` is the few-line loop the early lessons use to compare variants of a model.
 """
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from .checkpoint import checkpoint_files, load_checkpoint, remove_checkpoint, save_checkpoint
 from .data import TokenDataset, random_batch
 from .model import Llama
+from .precision import PRECISIONS, Precision, choose_precision
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -71,9 +73,9 @@ def param_groups(model: nn.Module, weight_decay: float = 0.1) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _option(default, help: str):
+def _option(default, help: str, choices: tuple | None = None):
     """A TrainConfig field with the help text its command-line option shows (llama_edu.cli)."""
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
@@ -99,6 +101,9 @@ class TrainConfig:
     eval_batches: int = _option(8, "batches per validation loss")
     save_every: int = _option(0, "steps between checkpoints; 0: only at the end")
     seed: int = _option(0, "seed for the weights and the batches")
+    precision: str = _option("auto", "compute dtype of the matmuls; auto picks bf16 where the "
+                                     "hardware runs it fast", choices=PRECISIONS)
+    compile: bool = _option(False, "run the model through torch.compile (inductor)")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len"):
@@ -112,6 +117,9 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
         if self.clip == 0:
             self.clip = None
         if self.clip is not None and not self.clip > 0:
@@ -196,8 +204,11 @@ class LivePlot:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TokenDataset, config: TrainConfig,
-             device: torch.device, split: str = "val") -> float:
-    """Mean loss over `eval_batches` fixed random windows (the same ones every time)."""
+             device: torch.device, split: str = "val", precision: Precision | None = None
+             ) -> float:
+    """Mean loss over `eval_batches` fixed random windows (the same ones every time), with
+    the matmuls in `precision` (default: the config's) and the loss in fp32."""
+    precision = precision or choose_precision(config.precision, device)
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -205,17 +216,11 @@ def evaluate(model: nn.Module, data: TokenDataset, config: TrainConfig,
     losses = []
     for _ in range(max(1, config.eval_batches)):
         x, y = data.batch(split, config.batch_size, seq_len, generator)
-        with _autocast(device):
-            losses.append(lm_loss(model(x.to(device)), y.to(device)).item())
+        with precision.autocast():
+            logits = model(x.to(device))
+        losses.append(lm_loss(logits.float(), y.to(device)).item())
     model.train(was_training)
     return sum(losses) / len(losses)
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _distributed() -> tuple[int, int]:
@@ -226,21 +231,34 @@ def _distributed() -> tuple[int, int]:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
-               lr: float, clip: float | None) -> tuple[Tensor, float]:
+               lr: float, clip: float | None, precision: Precision | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[Tensor, float]:
     """One update at learning rate `lr`: forward, loss, backward, clip, AdamW step.
 
-    x, y: (batch, seq_len) inputs and targets. -> (the loss, detached; the gradient norm
-    before clipping)
+    x, y: (batch, seq_len) inputs and targets. The matmuls run in `precision` (default
+    fp32); the loss, the weights and AdamW's moments stay fp32. With fp16 a `scaler`
+    multiplies the loss before backward so that small gradients do not underflow, and
+    divides the gradients again before clipping. -> (the loss, detached; the gradient
+    norm before clipping)
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    with _autocast(x.device):
-        loss = lm_loss(model(x), y)
+    with (precision.autocast() if precision is not None else contextlib.nullcontext()):
+        logits = model(x)
+    loss = lm_loss(logits.float(), y)                      # the loss in fp32
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)                         # true gradients, for clipping
+    else:
+        loss.backward()
     max_norm = clip if clip is not None else float("inf")
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)                             # skipped if a gradient overflowed
+        scaler.update()
+    else:
+        optimizer.step()
     return loss.detach(), grad_norm
 
 
@@ -369,6 +387,12 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+    precision = choose_precision(config.precision, device)
+    scaler = precision.grad_scaler()
+    if progress and main:
+        print(f"precision: {precision}", flush=True)
 
     def checkpoint(step: int) -> None:
         if out is not None and main:
@@ -385,14 +409,15 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
             x, y = _local_batch(data, config, generator, rank, world)
             lr = config.lr_at(step)
             loss, grad_norm = train_step(net, optimizer, x.to(device), y.to(device), lr,
-                                         config.clip)
+                                         config.clip, precision, scaler)
             history.record(step + 1, _global_mean(loss, world), lr, grad_norm,
                            config.batch_size * config.seq_len)
             last = step + 1 == config.steps
             evaluated = _due(step + 1, config.eval_every) or last
             if evaluated:
                 history.val_step.append(step + 1)
-                history.val_loss.append(evaluate(model, data, config, device))
+                history.val_loss.append(evaluate(model, data, config, device,
+                                                 precision=precision))
             shown.update(history, evaluated)
             history.seconds += time.perf_counter() - began      # saving is not counted
             if _due(step + 1, config.save_every) or last:
