@@ -18,7 +18,9 @@ two trainers below give the same merges:
   merge only revisits those words, and a heap gives the next most frequent pair.
 
 Text is first cut into words with a GPT-2 style regex (`pattern=None` keeps it whole), and
-training counts each distinct word once with its frequency.
+training counts each distinct word once with its frequency. `LLAMA3_SPLIT` is Llama 3's
+pattern; `ByteLevelBPE.from_tiktoken` loads Llama 3's real vocabulary (see tiktoken_bpe.py),
+and `mergeable_ranks()` exports a trained tokenizer in that form.
 """
 
 from __future__ import annotations
@@ -28,15 +30,50 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
+
+from .tiktoken_bpe import LLAMA3_SPECIAL_TOKENS, encode_by_rank, read_tiktoken
 
 # Words: an optional leading space then letters, digits, or other symbols; runs of spaces.
 # [^\W\d_] is "a letter" in Python's re (it has no \p{L}); "_" counts as a symbol.
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
+# Llama 3's words (Meta's llama3/tokenizer.py): contractions in any case, letters with one
+# leading non-letter, digits in groups of one to three, symbols with their newlines, and
+# whitespace as GPT-2. \p{L} and \p{N} need the `regex` package (Python's re lacks them).
+# Its Unicode tables can be newer than tiktoken's: regex 2026.11.19 follows Unicode 18.0,
+# and 336 numbers added in recent versions (such as U+11DE0-11DE9) are \p{N} for it but not
+# for tiktoken 0.14, which then cuts them differently.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 FORMAT = "llama_edu byte-level BPE 1"
 
 Pair = tuple[int, int]
+
+
+def compile_pattern(pattern: str):
+    """Python's re where it can; the `regex` package for what re lacks, such as \\p{L}."""
+    try:
+        return re.compile(pattern)
+    except re.error as re_error:
+        try:
+            import regex
+        except ImportError:
+            raise ImportError(f"the split pattern needs the `regex` package ({re_error}): "
+                              "pip install regex") from None
+        try:
+            return regex.compile(pattern)
+        except regex.error as error:
+            raise ValueError(f"the split pattern {pattern!r} does not compile: "
+                             f"{error}") from None
+
+
+@lru_cache(maxsize=8)
+def _special_splitter(specials: tuple[str, ...]):
+    """A regex whose split keeps each special token as its own part (longest tried first)."""
+    return re.compile("(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True)))
+                      + ")")
 
 
 def get_pair_counts(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict:
@@ -168,12 +205,14 @@ class ByteLevelBPE:
 
     `train(text, vocab_size)` learns merges, `encode(text)` gives ids, `decode(ids)` text;
     `save(path)` / `ByteLevelBPE.load(path)` use a readable UTF-8 text file.
+    `ByteLevelBPE.from_tiktoken(path)` instead takes its tokens from a tiktoken file of ranks
+    (Llama 3's): then `vocab` holds those, `merges` is empty and words merge by rank.
     """
 
     def __init__(self, merges: Iterable[Pair] = (), special_tokens: Iterable[str] = (),
                  pattern: str | None = GPT2_SPLIT):
         self.pattern = pattern
-        self._split = re.compile(pattern) if pattern is not None else None
+        self._split = compile_pattern(pattern) if pattern is not None else None
         self._set_merges(list(merges))
         specials = list(special_tokens)
         for token in specials:
@@ -198,17 +237,18 @@ class ByteLevelBPE:
             self.merges.append((a, b))
             self.ranks[(a, b)] = new_id
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+        self._by_rank: dict[bytes, int] | None = None       # bytes -> id, from_tiktoken only
         self._cache: dict[str, list[int]] = {}
 
     # -- sizes and special tokens ----------------------------------------------------------
     @property
     def vocab_size(self) -> int:
-        return 256 + len(self.merges) + len(self.special_tokens)
+        return len(self.vocab) + len(self.special_tokens)
 
     @property
     def special_ids(self) -> dict[str, int]:
-        """Special tokens take the ids after the merges, in the order given."""
-        start = 256 + len(self.merges)
+        """Special tokens take the ids after the merges (or ranks), in the order given."""
+        start = len(self.vocab)
         return {token: start + i for i, token in enumerate(self.special_tokens)}
 
     # -- training ---------------------------------------------------------------------------
@@ -242,7 +282,12 @@ class ByteLevelBPE:
 
     # -- encoding and decoding --------------------------------------------------------------
     def encode_word(self, word: str) -> list[int]:
-        """BPE on one word: merge the pair with the earliest merge, until none applies."""
+        """BPE on one word: merge the pair with the earliest merge, until none applies.
+
+        A tokenizer from from_tiktoken merges by rank instead (tiktoken_bpe.encode_by_rank).
+        """
+        if self._by_rank is not None:
+            return encode_by_rank(word.encode("utf-8"), self._by_rank) if word else []
         ids = list(word.encode("utf-8"))
         while len(ids) >= 2:
             ranked = [(self.ranks[p], p) for p in pairwise(ids) if p in self.ranks]
@@ -258,10 +303,7 @@ class ByteLevelBPE:
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
         ids: list[int] = []
         specials = self.special_ids if special else {}
-        parts = [text]
-        if specials:
-            alternatives = "|".join(map(re.escape, sorted(specials, key=len, reverse=True)))
-            parts = re.split(f"({alternatives})", text)
+        parts = _special_splitter(tuple(specials)).split(text) if specials else [text]
         cache = self._cache
         if len(cache) > 100_000:
             cache.clear()
@@ -303,9 +345,37 @@ class ByteLevelBPE:
         raise ValueError(f"token id {id} is outside the vocabulary (0 to "
                          f"{self.vocab_size - 1})")
 
+    # -- ranks: tiktoken's form -------------------------------------------------------------
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        """Each token's bytes -> its id, as tiktoken.Encoding(mergeable_ranks=...) takes them."""
+        ranks = {piece: i for i, piece in self.vocab.items()}
+        if len(ranks) != len(self.vocab):
+            twice = Counter(self.vocab.values()).most_common(1)[0][0]
+            raise ValueError(f"two tokens stand for the same bytes {twice!r}; ranks need "
+                             "each token's bytes to be distinct")
+        return ranks
+
+    @classmethod
+    def from_tiktoken(cls, path: str | Path, special_tokens: Iterable[str] | None = None,
+                      pattern: str | None = LLAMA3_SPLIT) -> ByteLevelBPE:
+        """Load a tiktoken BPE file of ranks; by default Llama 3's pattern and special tokens.
+
+        Token ids are the ranks, and the special tokens follow them (Llama 3: 128000-128255).
+        """
+        ranks = read_tiktoken(path)
+        specials = LLAMA3_SPECIAL_TOKENS if special_tokens is None else list(special_tokens)
+        bpe = cls((), specials, pattern)
+        bpe.vocab = {rank: piece for piece, rank in ranks.items()}
+        bpe._by_rank = ranks
+        return bpe
+
     # -- files ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write a UTF-8 text file: a header, then one merge per line ("a b<TAB>text")."""
+        if self._by_rank is not None:
+            raise ValueError("this tokenizer was loaded from tiktoken ranks and has no merge "
+                             "list; write it with tiktoken_bpe.write_tiktoken("
+                             "bpe.mergeable_ranks(), path)")
         path = Path(path)
         lines = [FORMAT, f"pattern {json.dumps(self.pattern, ensure_ascii=False)}",
                  f"special {json.dumps(self.special_tokens, ensure_ascii=False)}",
@@ -348,5 +418,8 @@ class ByteLevelBPE:
         return cls(merges, specials, pattern)
 
     def __repr__(self) -> str:
+        if self._by_rank is not None:
+            return (f"ByteLevelBPE(vocab_size={self.vocab_size}, ranks={len(self.vocab)}, "
+                    f"special_tokens={len(self.special_tokens)})")
         return (f"ByteLevelBPE(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={self.special_tokens})")

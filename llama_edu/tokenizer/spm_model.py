@@ -1,4 +1,4 @@
-"""Reading a SentencePiece `.model` file without the protobuf library (lesson 01).
+"""Reading and writing a SentencePiece `.model` file without the protobuf library (lesson 01).
 
 A `.model` file is one protobuf message, `ModelProto` (sentencepiece_model.proto):
 
@@ -19,6 +19,11 @@ take the defaults written in the .proto file (proto2), which `TrainerSpec` and
     >>> model = read_model("assets/tokenizer.model")          # doctest: +SKIP
     >>> model.pieces[3], model.trainer_spec.byte_fallback      # doctest: +SKIP
     (Piece(text='<0x00>', score=0.0, type=6), True)
+
+Writing is the same records in the other direction: `serialize_model(pieces, trainer_spec,
+normalizer_spec)` writes each message's fields in field-number order, as protobuf's own
+serializer does, so a file read with `read_specs` and written again comes out byte for byte
+(that is how `scripts/build_llama2_tokenizer.py` rebuilds Meta's Llama 2 file exactly).
 """
 
 from __future__ import annotations
@@ -238,3 +243,182 @@ def read_model(path: str | Path) -> SpmModel:
         raise FileNotFoundError(f"no SentencePiece model at {str(path)!r}: check the path "
                                 "(train one with sentencepiece.SentencePieceTrainer.train)")
     return parse_model(path.read_bytes(), source=repr(str(path)))
+
+
+# ---------------------------------------------------------------------------------------
+# Every setting, for writing files and reading them back in full
+
+# name: (field number, kind); a list value writes a repeated field. "int" is any varint
+# (int32, uint64 or enum); negative values take ten bytes, as protobuf writes an int32.
+TRAINER_SPEC_FIELDS = {
+    "input": (1, "string"), "model_prefix": (2, "string"), "model_type": (3, "int"),
+    "vocab_size": (4, "int"), "accept_language": (5, "string"),
+    "self_test_sample_size": (6, "int"), "input_format": (7, "string"),
+    "character_coverage": (10, "float"), "input_sentence_size": (11, "int"),
+    "mining_sentence_size": (12, "int"), "training_sentence_size": (13, "int"),
+    "seed_sentencepiece_size": (14, "int"), "shrinking_factor": (15, "float"),
+    "num_threads": (16, "int"), "num_sub_iterations": (17, "int"),
+    "max_sentence_length": (18, "int"), "shuffle_input_sentence": (19, "bool"),
+    "max_sentencepiece_length": (20, "int"), "split_by_unicode_script": (21, "bool"),
+    "split_by_whitespace": (22, "bool"), "split_by_number": (23, "bool"),
+    "treat_whitespace_as_suffix": (24, "bool"), "split_digits": (25, "bool"),
+    "allow_whitespace_only_pieces": (26, "bool"), "control_symbols": (30, "string"),
+    "user_defined_symbols": (31, "string"), "vocabulary_output_piece_score": (32, "bool"),
+    "hard_vocab_limit": (33, "bool"), "use_all_vocab": (34, "bool"),
+    "byte_fallback": (35, "bool"), "required_chars": (36, "string"), "unk_id": (40, "int"),
+    "bos_id": (41, "int"), "eos_id": (42, "int"), "pad_id": (43, "int"),
+    "unk_surface": (44, "string"), "unk_piece": (45, "string"), "bos_piece": (46, "string"),
+    "eos_piece": (47, "string"), "pad_piece": (48, "string"),
+    "train_extremely_large_corpus": (49, "bool"), "enable_differential_privacy": (50, "bool"),
+    "differential_privacy_noise_level": (51, "float"),
+    "differential_privacy_clipping_threshold": (52, "int"),
+    "pretokenization_delimiter": (53, "string"), "seed_sentencepieces_file": (54, "string"),
+    "auto_character_coverage": (55, "bool"),
+}
+NORMALIZER_SPEC_FIELDS = {
+    "name": (1, "string"), "precompiled_charsmap": (2, "bytes"), "add_dummy_prefix": (3, "bool"),
+    "remove_extra_whitespaces": (4, "bool"), "escape_whitespaces": (5, "bool"),
+    "normalization_rule_tsv": (6, "string"),
+}
+_REPEATED = {"input", "accept_language", "control_symbols", "user_defined_symbols"}
+_WIRE_TYPES = {"string": 2, "bytes": 2, "int": 0, "bool": 0, "float": 5}
+
+
+def _write_varint(value: int) -> bytes:
+    """The varint of value; a negative value is written as its 64-bit two's complement."""
+    if value < 0:
+        value += 1 << 64
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _write_record(number: int, kind: str, value, what: str) -> bytes:
+    key = _write_varint(number << 3 | _WIRE_TYPES[kind])
+    if kind in ("string", "bytes"):
+        if kind == "string" and not isinstance(value, str):
+            raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+        if kind == "bytes" and not isinstance(value, bytes):
+            raise TypeError(f"{what} must be bytes, got {type(value).__name__}")
+        data = value.encode("utf-8") if kind == "string" else value
+        return key + _write_varint(len(data)) + data
+    if kind == "float":
+        return key + struct.pack("<f", value)
+    if isinstance(value, float) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer or bool, got {value!r}")
+    return key + _write_varint(int(value))
+
+
+def encode_spec(values: dict, fields: dict, what: str = "spec") -> bytes:
+    """One settings message: the given fields (and only those) in field-number order."""
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{what} has no field named {unknown[0]!r}; the fields are "
+                         f"{', '.join(fields)}")
+    out = bytearray()
+    for name in sorted(values, key=lambda name: fields[name][0]):
+        number, kind = fields[name]
+        items = values[name]
+        if name in _REPEATED:
+            if isinstance(items, (str, bytes)):
+                raise TypeError(f"{what}.{name} is a repeated field: give a list of strings")
+        else:
+            items = [items]
+        for item in items:
+            out += _write_record(number, kind, item, f"{what}.{name}")
+    return bytes(out)
+
+
+def decode_spec(data: bytes, fields: dict, what: str = "spec") -> dict:
+    """Every field present in one settings message, by name (repeated fields as lists)."""
+    by_number = {number: (name, kind) for name, (number, kind) in fields.items()}
+    values: dict = {}
+    for number, wire_type, value in iter_fields(data):
+        if number not in by_number:
+            raise WireFormatError(f"{what} has field {number}, which sentencepiece_model.proto "
+                                  "does not define")
+        name, kind = by_number[number]
+        _expect(wire_type, _WIRE_TYPES[kind], f"{what}.{name}")
+        if kind == "string":
+            value = _text(value, f"{what}.{name}")
+        elif kind == "float":
+            value = struct.unpack("<f", value)[0]
+        elif kind == "bool":
+            value = bool(value)
+        elif kind == "int":
+            value = _int32(value)
+        if name in _REPEATED:
+            values.setdefault(name, []).append(value)
+        else:
+            values[name] = value
+    return values
+
+
+def _write_piece(piece: Piece) -> bytes:
+    """piece and score always, type only when it is not NORMAL (as sentencepiece writes)."""
+    out = _write_record(1, "string", piece.text, "SentencePiece.piece")
+    out += _write_record(2, "float", piece.score, "SentencePiece.score")
+    if piece.type != NORMAL:
+        if piece.type not in PIECE_TYPES:
+            raise ValueError(f"piece {piece.text!r} has unknown type {piece.type}; the types "
+                             f"are {PIECE_TYPES}")
+        out += _write_record(3, "int", piece.type, "SentencePiece.type")
+    return out
+
+
+def serialize_model(pieces: list[Piece], trainer_spec: dict, normalizer_spec: dict,
+                    denormalizer_spec: dict | None = None) -> bytes:
+    """The bytes of a ModelProto: the pieces, then the settings messages.
+
+    The specs are dicts of field name -> value (see TRAINER_SPEC_FIELDS); a field that is
+    left out is absent from the file and reads as its .proto default.
+    """
+    if not pieces:
+        raise ValueError("a SentencePiece model needs at least one piece (<unk>)")
+    out = bytearray()
+    for piece in pieces:
+        out += _write_record(1, "bytes", _write_piece(piece), "ModelProto.pieces")
+    for number, spec, fields, what in (
+            (2, trainer_spec, TRAINER_SPEC_FIELDS, "trainer_spec"),
+            (3, normalizer_spec, NORMALIZER_SPEC_FIELDS, "normalizer_spec"),
+            (5, denormalizer_spec, NORMALIZER_SPEC_FIELDS, "denormalizer_spec")):
+        if spec is not None:
+            out += _write_record(number, "bytes", encode_spec(spec, fields, what), what)
+    return bytes(out)
+
+
+def write_model(path: str | Path, pieces: list[Piece], trainer_spec: dict,
+                normalizer_spec: dict, denormalizer_spec: dict | None = None) -> Path:
+    """Write a `.model` file that sentencepiece and `read_model` both read."""
+    path = Path(path)
+    path.write_bytes(serialize_model(pieces, trainer_spec, normalizer_spec, denormalizer_spec))
+    return path
+
+
+def read_specs(path_or_data: str | Path | bytes) -> dict[str, dict]:
+    """Every setting stored in a `.model` file: {"trainer_spec": {...}, "normalizer_spec":
+    {...}} (and "denormalizer_spec" when present), each field by name as decode_spec gives."""
+    if isinstance(path_or_data, bytes):
+        data, source = path_or_data, "the data"
+    else:
+        path = Path(path_or_data)
+        if not path.is_file():
+            raise FileNotFoundError(f"no SentencePiece model at {str(path)!r}: check the path")
+        data, source = path.read_bytes(), repr(str(path))
+    specs: dict[str, dict] = {}
+    names = {2: "trainer_spec", 3: "normalizer_spec", 5: "denormalizer_spec"}
+    try:
+        for number, wire_type, value in iter_fields(data):
+            if number in names:
+                what = names[number]
+                _expect(wire_type, 2, f"ModelProto.{what}")
+                fields = TRAINER_SPEC_FIELDS if number == 2 else NORMALIZER_SPEC_FIELDS
+                specs[what] = decode_spec(value, fields, what)
+    except WireFormatError as error:
+        raise ValueError(f"{source} is not a readable SentencePiece model: {error}") from None
+    if "trainer_spec" not in specs:
+        raise ValueError(f"{source} has no trainer_spec; is it a SentencePiece .model file?")
+    return specs
