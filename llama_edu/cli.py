@@ -61,7 +61,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class=TrainConfig
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         flag = f"--{f.name.replace('_', '-')}"
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        default = f.default if f.metadata.get("cli_default") is None else f.metadata["cli_default"]
+        help_text = f"{f.metadata['help']} (default: {default})"
         if hints[f.name] is bool:                  # --compile / --no-compile
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
@@ -154,7 +155,9 @@ def _train_config(args, saved: dict | None) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name) is not None}
     if saved is None:
-        return TrainConfig(**given)
+        command_defaults = {f.name: f.metadata["cli_default"] for f in dataclasses.fields(
+            TrainConfig) if f.metadata.get("cli_default") is not None}
+        return TrainConfig(**{**command_defaults, **given})
     kept = TrainConfig(**saved)
     asked = TrainConfig(**{**saved, **given})
     differ = [f"--{k.replace('_', '-')}" for k in given if getattr(asked, k) != getattr(kept, k)]

@@ -73,9 +73,11 @@ def param_groups(model: nn.Module, weight_decay: float = 0.1) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _option(default, help: str, choices: tuple | None = None):
-    """A TrainConfig field with the help text its command-line option shows (llama_edu.cli)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _option(default, help: str, choices: tuple | None = None, cli_default=None):
+    """A TrainConfig field with the help text its command-line option shows (llama_edu.cli),
+    and where the command's default differs from the function's, that default."""
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "cli_default": cli_default})
 
 
 @dataclass
@@ -101,8 +103,9 @@ class TrainConfig:
     eval_batches: int = _option(8, "batches per validation loss")
     save_every: int = _option(0, "steps between checkpoints; 0: only at the end")
     seed: int = _option(0, "seed for the weights and the batches")
-    precision: str = _option("auto", "compute dtype of the matmuls; auto picks bf16 where the "
-                                     "hardware runs it fast", choices=PRECISIONS)
+    precision: str = _option("fp32", "compute dtype of the matmuls; auto picks bf16 where the "
+                                     "hardware runs it fast", choices=PRECISIONS,
+                             cli_default="auto")
     compile: bool = _option(False, "run the model through torch.compile (inductor)")
 
     def __post_init__(self):

@@ -71,7 +71,7 @@ def test_the_shipped_directory_holds_the_one_format():
     assert names == ["config.json", "llama_edu.json", "model.safetensors", "tokenizer.json",
                      "tokenizer.model", "tokenizer_config.json", "trainer_state.json"]
     course = json.loads((COURSE_MODEL / "llama_edu.json").read_text(encoding="utf-8"))
-    assert course["loads_in_transformers"] and course["step"] == 800
+    assert course["loads_in_transformers"] and course["step"] == 1000
     assert course["config"] == LlamaConfig.from_preset("tiny").to_dict()
 
 

@@ -40,11 +40,19 @@ def test_training_options_are_the_train_config_fields():
     options = {a.dest: a for a in train_parser._actions}
     for f in dataclasses.fields(TrainConfig):
         action = options[f.name]
-        assert action.option_strings == [f"--{f.name.replace('_', '-')}"]
-        assert action.help.startswith(f.metadata["help"]) and str(f.default) in action.help
+        flag = f"--{f.name.replace('_', '-')}"
+        assert action.option_strings in ([flag], [flag, f"--no-{flag[2:]}"])  # bools: both
+        default = f.metadata["cli_default"] if f.metadata["cli_default"] else f.default
+        assert action.help.startswith(f.metadata["help"]) and f"(default: {default})" in action.help
     args = train_parser.parse_args(["--out", "x", "--beta2", "0.99", "--clip", "0",
                                     "--seed", "-3"])
     assert (args.beta2, args.clip, args.seed, args.steps) == (0.99, 0.0, -3, None)
+    from llama_edu.cli import _train_config
+
+    assert TrainConfig().precision == "fp32"            # the function: portable fp32
+    assert _train_config(args, None).precision == "auto"  # the command: the fast path
+    faster = train_parser.parse_args(["--out", "x", "--precision", "fp16", "--compile"])
+    assert (_train_config(faster, None).precision, faster.compile) == ("fp16", True)
 
 
 def test_help_explains_every_option(capsys):

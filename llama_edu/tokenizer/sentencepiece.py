@@ -200,6 +200,20 @@ class SentencePieceBPE:
         self._check_id(id)
         return self.pieces[id]
 
+    def id_to_bytes(self, id: int) -> bytes:
+        """The UTF-8 bytes a piece stands for in running text (▁ as a space, a byte piece
+        as its byte, control pieces as nothing); joining them gives decode's text, less
+        the dummy prefix's leading space."""
+        self._check_id(id)
+        i = self._to_id[self.pieces[int(id)]]
+        if self.types[i] == BYTE:
+            return bytes([self._byte_value[i]])
+        if self.types[i] == CONTROL:
+            return b""
+        if self.types[i] == UNKNOWN:
+            return (self.unk_surface or "").encode("utf-8")
+        return self.pieces[i].replace(SPACE, " ").encode("utf-8")
+
     def piece_to_id(self, piece: str) -> int:
         """The piece's id, or unk_id when the vocabulary has no such piece (as sentencepiece)."""
         return self._to_id.get(piece, self.unk_id)
