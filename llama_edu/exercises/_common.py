@@ -1,10 +1,36 @@
-"""Shared helpers for exercise checks: call the learner's code, compare, explain."""
+"""Shared helpers for exercise checks: draw inputs, call the learner's code, compare, explain.
+
+A check draws its random inputs from `rng(k)`. In a learner's own session that is seed k,
+so the feedback is the same every time. In a graded run the grader sets a fresh base seed
+(`grading_seed`), so a record of answers for the fixed inputs is worth nothing there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
+
+_GRADING_SEED: int | None = None   # None: a learner's session; else the grader's fresh seed
+
+
+def rng(k: int) -> torch.Generator:
+    """The generator a check draws its inputs from: seed k, or k mixed with the grading seed."""
+    if _GRADING_SEED is None:
+        return torch.Generator().manual_seed(k)
+    return torch.Generator().manual_seed((_GRADING_SEED * 1_000_003 + k) % 2**63)
+
+
+@contextlib.contextmanager
+def grading_seed(seed: int | None) -> Iterator[None]:
+    """Draw every check's inputs from `seed` inside the block (None: the fixed seeds)."""
+    global _GRADING_SEED
+    previous, _GRADING_SEED = _GRADING_SEED, seed
+    try:
+        yield
+    finally:
+        _GRADING_SEED = previous
 
 
 def passed(message: str) -> None:
