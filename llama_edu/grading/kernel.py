@@ -46,8 +46,11 @@ def _manager(sandbox: Sandbox) -> AsyncKernelManager:
 
     class Specs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
+            # interrupts go as a message: a SIGINT to the process group would also reach
+            # bubblewrap, which would end the sandbox instead of the cell
             return KernelSpec(argv=argv, display_name="llama-edu sandboxed grader",
-                              language="python", resource_dir=str(sandbox.work))
+                              language="python", resource_dir=str(sandbox.work),
+                              interrupt_mode="message")
 
     class SandboxedKernelManager(AsyncKernelManager):
         def write_connection_file(self, **kwargs):
