@@ -44,12 +44,46 @@ def expect(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def call(fn: Callable, *args, what: str, **kwargs):
-    """Run the learner's function; turn a crash into feedback instead of a traceback."""
+class ForbiddenCall(AssertionError):
+    """The learner's function called what its exercise asks them to write without."""
+
+
+def forbids(*names: str):
+    """Declare the torch functions a check's learner may not call, e.g.
+    `@forbids("repeat_interleave")`. The check passes `forbidden=` to `call`, which refuses
+    them at run time in a learner's session; a graded run also reads the answer cell's
+    source for them, since the kernel's run-time guard is the learner's to patch."""
+    def mark(check):
+        check.forbidden_calls = tuple(names)
+        return check
+    return mark
+
+
+class _Refuse(torch.overrides.TorchFunctionMode):
+    def __init__(self, names: tuple[str, ...], what: str):
+        super().__init__()
+        self.names, self.what = names, what
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.names:
+            raise ForbiddenCall(f"{self.what} calls {name}, which this exercise asks you to "
+                                "write without")
+        return func(*args, **(kwargs or {}))
+
+
+def call(fn: Callable, *args, what: str, forbidden: tuple[str, ...] = (), **kwargs):
+    """Run the learner's function; turn a crash into feedback instead of a traceback.
+    `forbidden`: torch functions it may not call (see `forbids`)."""
     if not callable(fn):
         raise AssertionError(f"{what}: expected a function, got {type(fn).__name__}")
     try:
+        if forbidden:
+            with _Refuse(tuple(forbidden), what):
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
+    except ForbiddenCall:
+        raise
     except NotImplementedError:
         raise AssertionError(f"{what} is not written yet: replace `raise NotImplementedError()` "
                              "with your code") from None

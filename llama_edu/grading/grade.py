@@ -135,6 +135,13 @@ def grade_submission(submission: NotebookNode, source: NotebookNode, name: str,
         result = replay_cell(plans[index], loaded, seed)
         cell.outputs = result.outputs
         replayed.add(index)
+        answer = next((_label(c, i) for i, c in reversed(list(enumerate(restored.cells[:index])))
+                       if is_answer_cell(c)), None)
+        banned = [f["detail"] for f in flags if f["cell"] == answer
+                  and f["kind"] == "forbidden-call"]
+        if banned:                      # the kernel's run-time guard may have been patched
+            cell.outputs = [_error("AssertionError", f"your answer {banned[0]}, which this "
+                                   "exercise asks you to write without")]
         for problem in result.problems:
             flags.append({"cell": grade_id, "kind": "record", "detail": problem})
     report = score(final, name, replayed)

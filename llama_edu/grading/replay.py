@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from nbformat.v4 import new_output
 
-from ..exercises._common import grading_seed
+from ..exercises._common import ForbiddenCall, grading_seed
 from .codec import Decoder, RecordError, fingerprint, resolve
 from .harness import CheckCall
 from .record import FOLDER
@@ -95,6 +95,8 @@ def rebuild_error(info) -> Exception:
     if not isinstance(info, dict):
         raise RecordError("a recorded exception is not described")
     name, message = str(info.get("type", "Exception")), str(info.get("message", ""))
+    if name == "ForbiddenCall":         # the checks' own kind, which `call` passes through
+        return ForbiddenCall(message)
     base = Exception
     for candidate in info.get("bases", []) if isinstance(info.get("bases"), list) else []:
         cls = getattr(builtins, str(candidate), None)
