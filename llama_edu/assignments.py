@@ -8,9 +8,11 @@
 Release runs nbgrader's preprocessors in the order `nbgrader generate_assignment` does,
 minus the database: solutions become `raise NotImplementedError()`, hidden tests vanish,
 outputs are cleared, cells are locked and checksummed. Grading puts the instructor's test
-cells back into the submission (edited or deleted ones included), runs it in a fresh
-kernel with a per-cell timeout, and scores every test cell as nbgrader does: full points
-unless it raised or wrote to stderr.
+cells back into the submission (edited or deleted ones included), runs it in a sandboxed
+kernel with a per-cell timeout, decides each check in the grader's own process from a
+record of the learner's function's calls (`llama_edu.grading`), and scores every test cell
+as nbgrader does: full points unless it raised or wrote to stderr. Tampering found in the
+answer cells is flagged in the report for the instructor to review.
 """
 
 from __future__ import annotations
@@ -20,23 +22,19 @@ import copy
 import csv
 import json
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
 
-GRADE_KEY = "nbgrader"
-
-
-def _nbgrader(cell: NotebookNode) -> dict:
-    return cell.get("metadata", {}).get(GRADE_KEY, {})
-
-
-def is_test_cell(cell: NotebookNode) -> bool:
-    """An autograder test cell: graded, not an answer."""
-    meta = _nbgrader(cell)
-    return bool(meta.get("grade")) and not meta.get("solution") and cell.cell_type == "code"
+from .grading.notebook import (  # noqa: F401  (the public API, as before the split)
+    ExerciseResult,
+    GradeReport,
+    is_test_cell,
+    restore_tests,
+    score,
+)
+from .grading.sandbox import SandboxError
 
 
 def read_notebook(path: str | Path) -> NotebookNode:
@@ -99,136 +97,30 @@ def release(source: str | Path, out: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------
-# grade
+# grade (the machinery is in llama_edu.grading)
 
-@dataclass
-class ExerciseResult:
-    name: str
-    score: float
-    max_score: float
-    feedback: str
+def run_and_grade(submission: str | Path, source: str | Path, timeout: int = 120,
+                  wall: float | None = None,
+                  hide: list[Path] = ()) -> tuple[GradeReport, NotebookNode]:
+    """Restore the tests, run in the sandbox, replay the checks, score. Returns the report
+    and the executed notebook (its test cells hold the grader's own outputs).
 
+    `wall` caps the whole run in seconds (default 20 x timeout, at least 10 minutes); the
+    folders in `hide`, with the source's, the submission's, HOME and the working directory,
+    are hidden from the kernel under bubblewrap."""
+    from .grading.grade import grade_submission
 
-@dataclass
-class GradeReport:
-    notebook: str
-    score: float = 0.0
-    max_score: float = 0.0
-    exercises: list[ExerciseResult] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def restore_tests(submission: NotebookNode, source: NotebookNode) -> NotebookNode:
-    """The submission with every test cell exactly as in the source notebook.
-
-    Edited test cells are replaced; deleted ones are put back after the cell they followed
-    in the source (or at the end). Test cells the source does not have are dropped, so a
-    learner cannot add points.
-    """
-    restored = copy.deepcopy(submission)
-    source_tests = {_nbgrader(c)["grade_id"]: c for c in source.cells if is_test_cell(c)}
-    restored.cells = [c for c in restored.cells
-                      if not is_test_cell(c) or _nbgrader(c).get("grade_id") in source_tests]
-    for i, cell in enumerate(restored.cells):
-        if is_test_cell(cell):
-            restored.cells[i] = copy.deepcopy(source_tests[_nbgrader(cell)["grade_id"]])
-    present = {_nbgrader(c).get("grade_id") for c in restored.cells}
-    previous_id = None
-    for cell in source.cells:
-        grade_id = _nbgrader(cell).get("grade_id")
-        if is_test_cell(cell) and grade_id not in present:
-            ids = [_nbgrader(c).get("grade_id") for c in restored.cells]
-            at = ids.index(previous_id) + 1 if previous_id in ids else len(restored.cells)
-            restored.cells.insert(at, copy.deepcopy(cell))
-            present.add(grade_id)
-        if grade_id:
-            previous_id = grade_id
-    return restored
-
-
-def _current_env_kernel_manager():
-    """A kernel manager class whose kernels run this very Python (as nbval's
-    --nbval-current-env does), whatever kernels the machine has registered."""
-    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    class CurrentEnvSpecs(KernelSpecManager):
-        def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"], display_name="llama-edu grader",
-                              language="python", resource_dir=".")
-
-    class CurrentEnvKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs):
-            super().__init__(kernel_spec_manager=CurrentEnvSpecs(), **kwargs)
-
-    return CurrentEnvKernelManager
-
-
-def execute(notebook: NotebookNode, cwd: str | Path, timeout: int = 120) -> NotebookNode:
-    """Run every cell in a fresh kernel. Errors and timeouts are recorded, never raised."""
-    from nbclient import NotebookClient
-
-    notebook = copy.deepcopy(notebook)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    client = NotebookClient(notebook, kernel_manager_class=_current_env_kernel_manager(),
-                            kernel_name="python3", timeout=timeout, allow_errors=True,
-                            interrupt_on_timeout=True,
-                            resources={"metadata": {"path": str(cwd)}})
-    client.execute()
-    return notebook
-
-
-def _feedback(cell: NotebookNode, score: float, max_score: float) -> str:
-    for output in cell.get("outputs", []):
-        if output.output_type == "error":
-            if output.ename == "AssertionError" and output.evalue:
-                return output.evalue
-            if output.ename in ("KeyboardInterrupt", "CellTimeoutError"):  # the timeout
-                return "the cell ran out of time: is there an endless loop?"
-            return f"{output.ename}: {output.evalue}".strip()
-        if output.output_type == "stream" and output.name == "stderr":
-            return "the check wrote to stderr: " + output.text.strip().splitlines()[-1][:200]
-    if score >= max_score:
-        texts = [o.text for o in cell.get("outputs", []) if o.output_type == "stream"]
-        lines = "".join(texts).strip().splitlines()
-        return lines[-1] if lines else "passed"
-    return "partial credit"
-
-
-def score(executed: NotebookNode, name: str) -> GradeReport:
-    """Score the test cells of an executed notebook with nbgrader's rule."""
-    from nbgrader.utils import determine_grade
-
-    report = GradeReport(notebook=name)
-    for cell in executed.cells:
-        if not is_test_cell(cell):
-            continue
-        points, max_points = determine_grade(cell)
-        points = float(points or 0.0)
-        report.exercises.append(ExerciseResult(_nbgrader(cell)["grade_id"], points, max_points,
-                                               _feedback(cell, points, max_points)))
-        report.score += points
-        report.max_score += max_points
-    return report
-
-
-def run_and_grade(submission: str | Path, source: str | Path,
-                  timeout: int = 120) -> tuple[GradeReport, NotebookNode]:
-    """Restore the tests, execute, score. Returns the report and the executed notebook."""
     submission, source = Path(submission), Path(source)
-    restored = restore_tests(read_notebook(submission), read_notebook(source))
-    executed = execute(restored, cwd=source.parent.resolve(), timeout=timeout)
-    return score(executed, submission.name), executed
+    hide = [source.resolve().parent, submission.resolve().parent, Path.home(), Path.cwd(),
+            *hide]
+    return grade_submission(read_notebook(submission), read_notebook(source), submission.name,
+                            timeout=timeout, wall=wall, hide=hide)
 
 
-def grade_notebook(submission: str | Path, source: str | Path, timeout: int = 120) -> GradeReport:
+def grade_notebook(submission: str | Path, source: str | Path, timeout: int = 120,
+                   wall: float | None = None, hide: list[Path] = ()) -> GradeReport:
     """Grade one submission against its instructor (source) notebook."""
-    return run_and_grade(submission, source, timeout)[0]
+    return run_and_grade(submission, source, timeout, wall, hide)[0]
 
 
 def format_report(report: GradeReport) -> str:
@@ -238,7 +130,15 @@ def format_report(report: GradeReport) -> str:
     for e in report.exercises:
         feedback = e.feedback.replace("\n", " ")
         lines.append(f"  {e.name:<{width}}  {f'{e.score:g}/{e.max_score:g}':>9}  {feedback}")
+    lines.append(f"  sandbox: {report.sandbox}")
+    for flag in report.flags:
+        lines.append(f"  flag ({flag['kind']}) in {flag['cell']}: {flag['detail']}")
     return "\n".join(lines)
+
+
+def flag_summary(report: GradeReport) -> str:
+    """The flags as one CSV field: `cell: kind` entries, each once."""
+    return "; ".join(dict.fromkeys(f"{f['cell']}: {f['kind']}" for f in report.flags))
 
 
 def _source_for(submission: Path, source: Path | None) -> Path:
@@ -253,7 +153,7 @@ def _source_for(submission: Path, source: Path | None) -> Path:
 
 
 def grade_folder(folder: Path, source: Path | None, csv_path: Path | None,
-                 timeout: int) -> list[tuple[str, GradeReport]]:
+                 timeout: int, wall: float | None = None) -> list[tuple[str, GradeReport]]:
     """Grade every notebook under `folder`; the first sub-folder names the student."""
     rows = []
     for path in sorted(folder.rglob("*.ipynb")):
@@ -261,15 +161,17 @@ def grade_folder(folder: Path, source: Path | None, csv_path: Path | None,
             continue
         relative = path.relative_to(folder)
         student = relative.parts[0] if len(relative.parts) > 1 else path.stem
-        report = grade_notebook(path, _source_for(path, source), timeout)
+        report = grade_notebook(path, _source_for(path, source), timeout, wall,
+                                hide=[folder.resolve()])
         print(f"{student}: {format_report(report)}")
         rows.append((student, report))
     if csv_path is not None:
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["student", "notebook", "score", "max_score"])
+            writer.writerow(["student", "notebook", "score", "max_score", "flags"])
             for student, report in rows:
-                writer.writerow([student, report.notebook, report.score, report.max_score])
+                writer.writerow([student, report.notebook, report.score, report.max_score,
+                                 flag_summary(report)])
     return rows
 
 
@@ -286,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="the instructor notebook (or its folder); default: notebooks/")
     grade.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     grade.add_argument("--csv", type=Path, default=None,
-                       help="for a folder: write student, notebook, score, max_score here")
+                       help="for a folder: write student, notebook, score, max_score, "
+                       "flags here")
     grade.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell")
+    grade.add_argument("--wall", type=float, default=None,
+                       help="seconds allowed per submission (default 20 x timeout, >= 600)")
     args = parser.parse_args(argv)
 
     try:
@@ -299,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"no notebook or folder at {args.submission}")
         if args.submission.is_dir():
             csv_path = args.csv or args.submission / "grades.csv"
-            grade_folder(args.submission, args.source, csv_path, args.timeout)
+            grade_folder(args.submission, args.source, csv_path, args.timeout, args.wall)
             print(f"grades written to {csv_path}")
             return 0
         report = grade_notebook(args.submission, _source_for(args.submission, args.source),
-                                args.timeout)
-    except (FileNotFoundError, ValueError) as error:
+                                args.timeout, args.wall)
+    except (FileNotFoundError, ValueError, SandboxError) as error:
         message = (str(error).splitlines() or [type(error).__name__])[0]
         print(f"error: {message}", file=sys.stderr)
         return 2

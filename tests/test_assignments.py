@@ -135,8 +135,9 @@ def test_command_line_writes_json_and_a_folder_csv(course, tmp_path, capsys):
                              "--json", str(report_path), "--timeout", "60"])
     assert code == 0
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    assert set(report) == {"notebook", "score", "max_score", "exercises"}
-    assert set(report["exercises"][0]) == {"name", "score", "max_score", "feedback"}
+    assert set(report) == {"notebook", "score", "max_score", "exercises", "sandbox", "flags"}
+    assert set(report["exercises"][0]) == {"name", "score", "max_score", "feedback", "replayed"}
+    assert report["sandbox"] in ("bwrap", "limits") and report["flags"] == []
     assert "0 / 4" in capsys.readouterr().out
 
     submissions = tmp_path / "submitted"
@@ -145,8 +146,8 @@ def test_command_line_writes_json_and_a_folder_csv(course, tmp_path, capsys):
         (submissions / name / "hw.ipynb").write_bytes(path.read_bytes())
     assert assignments.main(["grade", str(submissions), "--source", str(course.parent)]) == 0
     rows = (submissions / "grades.csv").read_text(encoding="utf-8").splitlines()
-    assert rows == ["student,notebook,score,max_score", "ada,hw.ipynb,4.0,4.0",
-                    "lin,hw.ipynb,0.0,4.0"]
+    assert rows == ["student,notebook,score,max_score,flags", "ada,hw.ipynb,4.0,4.0,",
+                    "lin,hw.ipynb,0.0,4.0,"]
 
 
 def test_bad_paths_are_one_line_errors(tmp_path, capsys):

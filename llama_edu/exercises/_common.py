@@ -1,10 +1,36 @@
-"""Shared helpers for exercise checks: call the learner's code, compare, explain."""
+"""Shared helpers for exercise checks: draw inputs, call the learner's code, compare, explain.
+
+A check draws its random inputs from `rng(k)`. In a learner's own session that is seed k,
+so the feedback is the same every time. In a graded run the grader sets a fresh base seed
+(`grading_seed`), so a record of answers for the fixed inputs is worth nothing there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
+
+_GRADING_SEED: int | None = None   # None: a learner's session; else the grader's fresh seed
+
+
+def rng(k: int) -> torch.Generator:
+    """The generator a check draws its inputs from: seed k, or k mixed with the grading seed."""
+    if _GRADING_SEED is None:
+        return torch.Generator().manual_seed(k)
+    return torch.Generator().manual_seed((_GRADING_SEED * 1_000_003 + k) % 2**63)
+
+
+@contextlib.contextmanager
+def grading_seed(seed: int | None) -> Iterator[None]:
+    """Draw every check's inputs from `seed` inside the block (None: the fixed seeds)."""
+    global _GRADING_SEED
+    previous, _GRADING_SEED = _GRADING_SEED, seed
+    try:
+        yield
+    finally:
+        _GRADING_SEED = previous
 
 
 def passed(message: str) -> None:
@@ -18,12 +44,46 @@ def expect(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def call(fn: Callable, *args, what: str, **kwargs):
-    """Run the learner's function; turn a crash into feedback instead of a traceback."""
+class ForbiddenCall(AssertionError):
+    """The learner's function called what its exercise asks them to write without."""
+
+
+def forbids(*names: str):
+    """Declare the torch functions a check's learner may not call, e.g.
+    `@forbids("repeat_interleave")`. The check passes `forbidden=` to `call`, which refuses
+    them at run time in a learner's session; a graded run also reads the answer cell's
+    source for them, since the kernel's run-time guard is the learner's to patch."""
+    def mark(check):
+        check.forbidden_calls = tuple(names)
+        return check
+    return mark
+
+
+class _Refuse(torch.overrides.TorchFunctionMode):
+    def __init__(self, names: tuple[str, ...], what: str):
+        super().__init__()
+        self.names, self.what = names, what
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.names:
+            raise ForbiddenCall(f"{self.what} calls {name}, which this exercise asks you to "
+                                "write without")
+        return func(*args, **(kwargs or {}))
+
+
+def call(fn: Callable, *args, what: str, forbidden: tuple[str, ...] = (), **kwargs):
+    """Run the learner's function; turn a crash into feedback instead of a traceback.
+    `forbidden`: torch functions it may not call (see `forbids`)."""
     if not callable(fn):
         raise AssertionError(f"{what}: expected a function, got {type(fn).__name__}")
     try:
+        if forbidden:
+            with _Refuse(tuple(forbidden), what):
+                return fn(*args, **kwargs)
         return fn(*args, **kwargs)
+    except ForbiddenCall:
+        raise
     except NotImplementedError:
         raise AssertionError(f"{what} is not written yet: replace `raise NotImplementedError()` "
                              "with your code") from None

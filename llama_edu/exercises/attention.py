@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import causal_mask, masked_softmax, mean_pool_kv_heads, repeat_kv
-from ._common import call, expect, expect_tensor, passed
+from ._common import call, expect, expect_tensor, passed, rng
 
 __all__ = ["check_causal_mask", "check_masked_softmax", "check_cache_update",
            "check_kv_cache_bytes", "check_repeat_kv", "check_group_kv_heads"]
@@ -73,7 +73,7 @@ def check_causal_mask(fn) -> None:
 
 
 def _softmax_cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     scores = torch.randn(2, 4, 6, generator=generator)
     mask = causal_mask(4, 6) & torch.tensor([True, True, False, True, True, True])
     big = torch.randn(2, 3, 5, generator=generator) * 100 + 1000
@@ -150,7 +150,7 @@ def check_cache_update(fn) -> None:
     """fn(cache_k, cache_v, k, v, start_pos) writes k, v (batch, seq, n_kv_heads, head_dim)
     into the preallocated (batch, max_seq_len, n_kv_heads, head_dim) buffers in place and
     returns (keys, values) for positions 0 .. start_pos + seq - 1; overflow raises ValueError."""
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     cache_k, cache_v = _new_cache()
     ref_k, ref_v = _new_cache()
     for start_pos, seq in ((0, 3), (3, 1), (4, 2), (6, 1)):
@@ -248,7 +248,7 @@ def check_kv_cache_bytes(fn) -> None:
 def check_repeat_kv(fn) -> None:
     """fn(x, n_rep): (batch, seq, n_kv_heads, head_dim) -> (batch, seq, n_kv_heads * n_rep,
     head_dim), query head h reading KV head h // n_rep."""
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     for shape, n_rep in (((2, 3, 2, 4), 3), ((1, 5, 4, 2), 1), ((2, 4, 1, 3), 4),
                          ((1, 2, 3, 2), 2)):
         x = torch.randn(shape, generator=generator)
@@ -274,7 +274,7 @@ def check_repeat_kv(fn) -> None:
 def check_group_kv_heads(fn) -> None:
     """fn(weight, n_heads, n_kv_heads): mean-pool the (n_heads * head_dim, dim) key or value
     projection into (n_kv_heads * head_dim, dim), group g = heads g*n_rep .. (g+1)*n_rep - 1."""
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     for n_heads, n_kv_heads, head_dim, dim in ((4, 2, 3, 5), (6, 2, 2, 4), (4, 1, 2, 3),
                                                (4, 4, 2, 3)):
         weight = torch.randn(n_heads * head_dim, dim, generator=generator)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ffn import ffn_hidden_dim, swiglu
-from ._common import call, expect, passed
+from ._common import call, expect, passed, rng
 
 __all__ = ["check_swiglu", "check_ffn_hidden_dim"]
 
@@ -42,7 +42,7 @@ def _swiglu_mistakes(x, gate, up, down):
 
 
 def _swiglu_cases():
-    generator = torch.Generator().manual_seed(6)
+    generator = rng(6)
     for label, shape, hidden in (("x of shape (4, 8), hidden 20", (4, 8), 20),
                                  ("x of shape (2, 3, 6), hidden 16", (2, 3, 6), 16),
                                  ("a square case, dim = hidden = 8", (5, 8), 8)):

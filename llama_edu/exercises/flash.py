@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..flash import block_kind, online_step, tiled
-from ._common import call, expect, passed
+from ._common import call, expect, passed, rng
 
 __all__ = ["check_rescale_step", "check_causal_skip"]
 
@@ -14,7 +14,7 @@ _KINDS = ("skip", "partial", "full")
 
 def _step_cases() -> list[tuple[str, tuple[torch.Tensor, ...]]]:
     """(description, (m, l, acc, scores, v)) cases, from the first tile to overflow bait."""
-    g = torch.Generator().manual_seed(8)
+    g = rng(8)
     rows, width, d = 3, 4, 5
     cases = []
     scores = torch.randn(rows, width, generator=g)

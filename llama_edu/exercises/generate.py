@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..generate import top_p_filter
-from ._common import call, expect, expect_tensor, passed
+from ._common import call, expect, expect_tensor, passed, rng
 
 __all__ = ["check_top_p_filter", "check_temperature_probs"]
 
 
 def _top_p_cases() -> list[tuple[str, torch.Tensor, float]]:
     probs = torch.tensor([0.05, 0.5, 0.2, 0.25])
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     batch = torch.randn(3, 12, generator=generator) * 2
     return [("probabilities [0.05, 0.5, 0.2, 0.25] as logits, p=0.3 (below the top token's "
              "0.5)", probs.log(), 0.3),
@@ -81,7 +81,7 @@ def _temperature_reference(logits: torch.Tensor, temperature: float) -> torch.Te
 def check_temperature_probs(fn) -> None:
     """fn(logits, temperature) -> softmax(logits / temperature) over the last dimension;
     temperature 0 gives the one-hot vector of the argmax (the greedy limit)."""
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     base = torch.tensor([2.0, 1.0, 0.5, -1.0])
     cases = [(base, 1.0), (base, 0.5), (base, 2.0), (torch.randn(3, 7, generator=generator), 0.7),
              (torch.tensor([1000.0, 999.0, 990.0]), 0.1), (base, 0.0)]

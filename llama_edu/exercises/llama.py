@@ -6,7 +6,7 @@ import torch
 
 from ..model import DecoderLayer, LlamaConfig, count_parameters
 from ..positions import rope_cos_sin
-from ._common import call, expect, expect_tensor, passed
+from ._common import call, expect, expect_tensor, passed, rng
 
 __all__ = ["check_decoder_layer", "check_parameter_count"]
 
@@ -16,7 +16,7 @@ __all__ = ["check_decoder_layer", "check_parameter_count"]
 
 def _layer_case(dim: int, n_heads: int, n_kv_heads: int, batch: int, seq: int, seed: int):
     """A random decoder layer (norm gains too, so the two norms differ) and its pieces."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = rng(seed)
     config = LlamaConfig(dim=dim, n_layers=1, n_heads=n_heads, n_kv_heads=n_kv_heads,
                          vocab_size=16, multiple_of=8, max_seq_len=32)
     layer = DecoderLayer(config).eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..norms import LayerNorm, RMSNorm, layer_norm, rms_norm
-from ._common import call, expect, passed
+from ._common import call, expect, passed, rng
 
 __all__ = ["check_rmsnorm", "check_shift_invariant"]
 
@@ -52,7 +52,7 @@ def _rmsnorm_mistakes(x: torch.Tensor, weight: torch.Tensor, eps: float):
 
 
 def _rmsnorm_cases():
-    generator = torch.Generator().manual_seed(3)
+    generator = rng(3)
     yield "a (4, 16) batch", torch.randn(4, 16, generator=generator) * 2, 1e-5
     yield ("vectors with a large mean (about 3)",
            torch.randn(3, 12, generator=generator) + 3.0, 1e-5)
@@ -63,7 +63,7 @@ def _rmsnorm_cases():
 
 def check_rmsnorm(fn) -> None:
     """fn(x, weight, eps) -> x / sqrt(mean(x^2, last axis) + eps) * weight, shape of x."""
-    generator = torch.Generator().manual_seed(4)
+    generator = rng(4)
     for label, x, eps in _rmsnorm_cases():
         weight = torch.rand(x.shape[-1], generator=generator) + 0.5
         what = f"rmsnorm on {label} (eps={eps:g})"
@@ -131,7 +131,7 @@ def check_shift_invariant(answer) -> None:
         choice = _normalise_answer(answer)
     expect(choice is not None,
            f"answer with one of 'layernorm', 'rmsnorm', 'both' or 'neither', got {answer!r}")
-    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x = torch.randn(4, 32, generator=rng(5), dtype=torch.float64)
     gap_rms = float((rms_norm(x + 5.0) - rms_norm(x)).abs().max())
     gap_ln = float((layer_norm(x + 5.0) - layer_norm(x)).abs().max())
     evidence = (f"adding 5 to every entry moves RMSNorm's output by up to {gap_rms:.2f} and "

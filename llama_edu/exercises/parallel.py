@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..parallel import attention_layout
-from ._common import call, expect, expect_tensor, passed
+from ._common import call, expect, expect_tensor, passed, rng
 
 __all__ = ["check_parallel_style", "check_tp_swiglu", "check_head_shards"]
 
@@ -55,7 +55,7 @@ def _reference_swiglu(x, gate_shards, up_shards, down_shards):
 
 
 def _swiglu_cases():
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     cases = []
     for batch_shape, dim, hidden, world in (((3,), 8, 12, 2), ((2, 5), 6, 16, 4),
                                             ((1, 1), 4, 6, 1), ((2, 3), 8, 18, 3)):

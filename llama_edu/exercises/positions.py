@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..positions import alibi_slopes
-from ._common import call, expect_tensor, passed
+from ._common import call, expect_tensor, passed, rng
 
 __all__ = ["check_rope_pair", "check_alibi_slopes"]
 
@@ -55,7 +55,7 @@ def _rope_pair_mistakes(pair, position, i, head_dim, rope_theta):
 def check_rope_pair(fn) -> None:
     """fn(pair, position, i, head_dim, rope_theta=10_000.0) -> the pair rotated by
     position * rope_theta ** (-2i / head_dim); pair (..., 2) holds (x_2i, x_2i+1)."""
-    generator = torch.Generator().manual_seed(0)
+    generator = rng(0)
     cases = [  # pair, position, i, head_dim, rope_theta
         (torch.tensor([1.0, 0.0]), 1, 0, 2, 10_000.0),
         (torch.tensor([0.3, -0.7]), 0, 0, 8, 10_000.0),
