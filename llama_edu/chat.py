@@ -95,3 +95,33 @@ def encode_dialog(tokenizer, dialog) -> list[int]:
         else:
             ids += tokenizer.encode(f"{B_INST} {user} {E_INST} {answer} ", bos=True, eos=True)
     return ids
+
+
+# ---------------------------------------------------------------------------------------
+# Llama 3
+
+def _llama3_header(tokenizer, role: str) -> list[int]:
+    special = tokenizer.special_ids
+    return ([special["<|start_header_id|>"]] + tokenizer.encode(role, special=False)
+            + [special["<|end_header_id|>"]] + tokenizer.encode("\n\n", special=False))
+
+
+def encode_dialog_llama3(tokenizer, dialog) -> list[int]:
+    """The Llama 3 chat prompt as token ids, as Meta's `ChatFormat` builds them: each
+    message is a header with its role, its stripped content and <|eot_id|>; the prompt ends
+    with the assistant's empty header. `tokenizer` is a byte-level BPE with Llama 3's
+    special tokens (`llama_edu.tokenizer.load_llama3_tokenizer()`); text that looks like a
+    special token inside a message is encoded as plain text."""
+    messages = check_dialog(dialog)
+    special = tokenizer.special_ids
+    missing = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+               "<|eot_id|>"} - set(special)
+    if missing:
+        raise ValueError(f"the tokenizer lacks Llama 3's special tokens {sorted(missing)}; "
+                         "use llama_edu.tokenizer.load_llama3_tokenizer()")
+    ids = [special["<|begin_of_text|>"]]
+    for message in messages:
+        ids += _llama3_header(tokenizer, message["role"])
+        ids += tokenizer.encode(message["content"].strip(), special=False)
+        ids.append(special["<|eot_id|>"])
+    return ids + _llama3_header(tokenizer, "assistant")

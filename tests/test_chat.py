@@ -61,3 +61,45 @@ def test_ids_equal_metas_recipe_on_sentencepiece(tokenizers, dialog):
 def test_malformed_dialogs_say_what_is_wrong(dialog, message):
     with pytest.raises(ValueError, match=message):
         check_dialog(dialog)
+
+
+def test_llama3_format_equals_metas_chat_format_with_tiktoken():
+    """Meta's ChatFormat, written out with tiktoken on the real Llama 3 file."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from llama_edu.chat import encode_dialog_llama3
+    from llama_edu.tokenizer import (
+        LLAMA3_SPECIAL_TOKENS,
+        LLAMA3_SPLIT,
+        LLAMA3_TOKENIZER,
+        load_llama3_tokenizer,
+        read_tiktoken,
+    )
+
+    ranks = read_tiktoken(LLAMA3_TOKENIZER)
+    special = {token: 128_000 + i for i, token in enumerate(LLAMA3_SPECIAL_TOKENS)}
+    reference = tiktoken.Encoding("llama3", pat_str=LLAMA3_SPLIT, mergeable_ranks=ranks,
+                                  special_tokens=special)
+
+    def header(role):
+        return ([special["<|start_header_id|>"]] + reference.encode(role)
+                + [special["<|end_header_id|>"]] + reference.encode("\n\n"))
+
+    dialog = DIALOG[:3] + [{"role": "user", "content": "What is <|eot_id|>? 小猫在哪里？"}]
+    expected = [special["<|begin_of_text|>"]]
+    for message in dialog:
+        expected += header(message["role"]) + reference.encode(message["content"].strip(),
+                                                               disallowed_special=())
+        expected.append(special["<|eot_id|>"])
+    expected += header("assistant")
+    ours = encode_dialog_llama3(load_llama3_tokenizer(), dialog)
+    assert ours == expected
+    assert ours[:1] == [128000] and ours.count(128009) == len(dialog)
+
+
+def test_llama3_format_refuses_a_tokenizer_without_its_special_tokens():
+    from llama_edu.chat import encode_dialog_llama3
+    from llama_edu.tokenizer import ByteLevelBPE
+
+    plain = ByteLevelBPE().train("hello world " * 50, vocab_size=300, progress=False)
+    with pytest.raises(ValueError, match="lacks Llama 3's special tokens"):
+        encode_dialog_llama3(plain, DIALOG[1:2])
