@@ -10,9 +10,11 @@ Markers (see README's Testing section):
   ATEN_CPU_CAPABILITY and thread count.
 - `browser`: JupyterLab in headless Chromium (tests/browser, run with --browser).
 
-nbval executes every lesson and keeps each cell's outputs on its item. They are recorded
-here, so that the grading tests score that same run (`executed_lessons`) instead of
-executing the lesson a second time; the grading tests are moved after the notebooks.
+nbval executes every lesson, the instructor sources in notebooks/ and the learner's edition
+in notebooks/learner/ (the untouched student version), and keeps each cell's outputs on its
+item. They are recorded here, so that the grading tests score those same runs
+(`executed_lessons`) instead of executing each lesson again; the grading tests are moved
+after the notebooks.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def pytest_collection_modifyitems(session, config, items):
         path = Path(str(item.fspath))
         if _is_notebook_cell(item):
             item.add_marker(pytest.mark.lessons)
-            if path.stem in PARITY_NOTEBOOKS:
-                item.add_marker(pytest.mark.parity)
+            if path.stem in PARITY_NOTEBOOKS and path.parent.name == "notebooks":
+                item.add_marker(pytest.mark.parity)     # the sources, not the editions
         elif path.name in PARITY_MODULES:
             item.add_marker(pytest.mark.parity)
         elif path.name in AFTER_NOTEBOOKS:

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m llama_edu",
                      description="Train a small Llama 2 on the course corpus (or your own "
                                  "text) and generate text from it.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate}",
+    commands = parser.add_subparsers(dest="command", metavar="{train,generate,solution}",
                                      parser_class=_Parser)
     commands.required = True
 
@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weights-only", action="store_true",
                    help="save no optimizer state (a smaller checkpoint that cannot be resumed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = commands.add_parser(
+        "solution", help="print a lesson's exercise solutions (the learner's edition hides them)",
+        description="Print the instructor's solution of one exercise, or of all of a lesson's "
+                    "exercises, from notebooks/NN_topic.ipynb.")
+    s.add_argument("lesson", help="the lesson's two-digit number, e.g. 05")
+    s.add_argument("exercise", nargs="?", default=None,
+                   help="one exercise's answer cell id, e.g. causal_mask_answer (default: all)")
 
     g = commands.add_parser(
         "generate", help="continue a prompt with a trained model",
@@ -306,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        (_train if args.command == "train" else _generate)(args)
+        if args.command == "solution":
+            from .learner import solution_text
+
+            if hasattr(sys.stdout, "reconfigure"):
+                sys.stdout.reconfigure(encoding="utf-8")
+            print(solution_text(args.lesson, args.exercise))
+        else:
+            (_train if args.command == "train" else _generate)(args)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"python -m llama_edu {args.command}: error: {message}", file=sys.stderr)

@@ -22,8 +22,9 @@ def test_core_modules_import_no_extra(module):
 
 
 def test_pyproject_declares_the_core_and_every_extra():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml")
                             .read_text(encoding="utf-8"))["project"]

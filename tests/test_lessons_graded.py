@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from llama_edu import assignments
+from llama_edu.learner import LEARNER
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
@@ -87,9 +88,20 @@ def test_instructor_version_gets_full_marks_and_passes_nbgrader_validation(execu
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_untouched_student_version_gets_zero_with_feedback(path, tmp_path):
-    (student,) = assignments.release(path, tmp_path / "student")
-    report = assignments.grade_notebook(student, path, timeout=TIMEOUT)
+def test_untouched_student_version_gets_zero_with_feedback(executed_lessons, path, tmp_path):
+    # The learner's edition is the untouched student version (tests/test_learner_edition.py
+    # holds it equal to a fresh release): score nbval's run of it when there was one, else
+    # grade the release in the sandbox.
+    executed = executed_lessons.notebook(LEARNER / path.name)
+    if executed is None:
+        (student,) = assignments.release(path, tmp_path / "student")
+        report = assignments.grade_notebook(student, path, timeout=TIMEOUT)
+    else:
+        report = assignments.score(executed, path.name)
+        errors = [f"cell {i}: {o.ename}: {o.evalue}" for i, c in enumerate(executed.cells)
+                  for o in c.get("outputs", []) if o.output_type == "error"
+                  and not assignments.is_test_cell(c)]
+        assert not errors, f"cells other than checks failed in the learner's edition: {errors}"
     assert report.max_score > 0 and report.score == 0, assignments.format_report(report)
     for exercise in report.exercises:
         assert exercise.feedback.strip(), f"{exercise.name}: no feedback"

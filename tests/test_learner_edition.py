@@ -1,0 +1,42 @@
+"""The learner's edition: generated from the sources and up to date, every exercise blank,
+every check in place and allowed to fail, the solutions one command away."""
+
+import nbformat
+import pytest
+
+from llama_edu import learner
+from llama_edu.assignments import is_test_cell
+from llama_edu.cli import main
+
+LESSONS = sorted(learner.SOURCES.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_committed_edition_is_a_fresh_render_of_every_source():
+    stale = learner.stale_lessons()
+    assert not stale, (f"the learner's edition is out of date for {stale}: run "
+                       "`python -m llama_edu.learner` and commit notebooks/learner/")
+    assert sorted(p.name for p in learner.LEARNER.glob("*.ipynb")) == [p.name for p in LESSONS]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_exercises_are_blank_checks_are_kept_and_tagged(path):
+    source = nbformat.read(path, as_version=4)
+    edition = nbformat.read(learner.LEARNER / path.name, as_version=4)
+    answers = [c for c in edition.cells if c.get("metadata", {}).get("nbgrader", {})
+               .get("solution")]
+    assert all("raise NotImplementedError()" in c.source and "BEGIN SOLUTION" not in c.source
+               for c in answers)
+    checks = [c for c in edition.cells if is_test_cell(c)]
+    assert [c.source for c in checks] == [c.source for c in source.cells if is_test_cell(c)]
+    assert all(learner.TAG in c.metadata.get("tags", []) for c in checks)
+    hints = [c for c in edition.cells if "python -m llama_edu solution" in c.source]
+    assert len(hints) == len(checks)
+
+
+def test_a_solution_is_one_command_away(capsys):
+    assert main(["solution", "05", "causal_mask_answer"]) == 0
+    out = capsys.readouterr().out
+    assert "causal_mask_answer" in out and "tril" in out and "NotImplementedError" not in out
+    assert main(["solution", "05", "no_such_answer"]) == 2
+    assert "its exercises are" in capsys.readouterr().err
+    assert main(["solution", "99"]) == 2
