@@ -269,11 +269,9 @@ class Decoder:
                 raise RecordError("the record names a tensor its safetensors file lacks")
             if name not in self._memo:
                 t = self.tensors[name].clone()
-                if data.get("parameter"):
-                    t = nn.Parameter(t, requires_grad=bool(data.get("requires_grad")))
-                elif data.get("requires_grad") and (t.is_floating_point() or t.is_complex()):
-                    t.requires_grad_(True)
-                self._memo[name] = t
+                grad = bool(data.get("requires_grad")) and t.is_floating_point()
+                self._memo[name] = nn.Parameter(t, requires_grad=grad) \
+                    if data.get("parameter") else t.requires_grad_(grad)
             return self._memo[name]
         if "float" in data:
             if data["float"] not in ("nan", "inf", "-inf"):

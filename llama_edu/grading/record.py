@@ -185,7 +185,11 @@ class Recorder:
     def __init__(self):
         self.grade_id: str | None = None
 
-    def begin(self, grade_id: str, seed: int, folder: str = FOLDER) -> None:
+    def begin(self, grade_id: str, seed: int, folder: str | None = None) -> None:
+        """Start a test cell's record; it goes to `folder`, else $LLAMA_EDU_RECORDS (the
+        sandbox sets it inside the work directory, so a notebook's chdir does not lose it),
+        else .llama_edu_records in the current directory."""
+        folder = folder or os.environ.get("LLAMA_EDU_RECORDS") or FOLDER
         self.grade_id, self.folder, self.seed = grade_id, folder, int(seed)
         self.checks: list[dict] = []
         self.tensors: dict[str, torch.Tensor] = {}

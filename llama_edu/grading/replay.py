@@ -18,6 +18,7 @@ import json
 import os
 import stat
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,7 @@ from .record import FOLDER
 
 MAX_JSON = 64 * 2**20
 MAX_TENSORS = 256 * 2**20
+MAX_CALLBACKS = 1000        # calls to a check's callables (all_reduce, a layer's pieces)
 TAMPERED = ("the record of your function's calls is missing or does not match the check "
             "(tampering?)")
 TIMED_OUT = "the cell ran out of time: is there an endless loop?"
@@ -145,6 +147,12 @@ class Replayer:
         return id(self)
 
     def __call__(self, *args, **kwargs):
+        try:
+            return self._replay(args, kwargs)
+        except RecordError as error:        # not an Exception the check's `call` may catch
+            raise RecordMismatch(str(error)) from None
+
+    def _replay(self, args: tuple, kwargs: dict):
         if self.position >= len(self._calls):
             raise RecordMismatch("the check made a call the record does not have")
         entry = _entries(self._calls[self.position], dict)
@@ -153,7 +161,11 @@ class Replayer:
             raise RecordMismatch("the check called the function with other arguments")
         root = [list(args), dict(kwargs)]
         decoder = Decoder(self._tensors, root)
-        for callback in _entries(entry.get("callbacks", [])):
+        callbacks = _entries(entry.get("callbacks", []))
+        if len(callbacks) > MAX_CALLBACKS:
+            raise RecordError("a recorded call made more calls to its callables than the "
+                              "grader repeats")
+        for callback in callbacks:
             target = resolve(root, _entries(callback, dict).get("arg", []))
             call_args = decoder.decode(callback.get("args", {"list": []}))
             call_kwargs = decoder.decode(callback.get("kwargs", {"dict": []}))
@@ -239,7 +251,8 @@ def replay_cell(plan: list[CheckCall], loaded: tuple[dict, dict] | None,
             if expected.n_args is not None and len(args) != expected.n_args:
                 raise RecordMismatch("the record has another number of arguments")
             with grading_seed(seed), contextlib.redirect_stdout(stdout), \
-                    contextlib.redirect_stderr(stderr):
+                    contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+                warnings.simplefilter("default")    # as in a fresh kernel: each shows once
                 try:
                     getattr(exercises, expected.name)(*args, **kwargs)
                 finally:

@@ -262,7 +262,8 @@ class Sandbox:
         env = {"PATH": f"{python_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.work),
                "TMPDIR": str(self.work / "tmp"), "LANG": "C.UTF-8",
                "PYTHONNOUSERSITE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-               "JUPYTER_PLATFORM_DIRS": "1", "MPLCONFIGDIR": str(self.work / ".matplotlib")}
+               "JUPYTER_PLATFORM_DIRS": "1", "MPLCONFIGDIR": str(self.work / ".matplotlib"),
+               "LLAMA_EDU_RECORDS": str(self.work / ".llama_edu_records")}
         root = str(package_root())
         if root in [str(Path(p).resolve()) for p in
                     os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]:
@@ -274,8 +275,8 @@ class Sandbox:
         """Read-only system; the work directory writable; private /tmp, /proc, /dev; the
         instructor's folders (and, for root, folders like /root that Python sits under)
         hidden by empty tmpfs, with Python's own folders bound back inside them."""
-        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                "--perms", "1777", "--tmpfs", "/tmp"]
+        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--perms", "1777", "--tmpfs",
+                "/dev/shm", "--proc", "/proc", "--perms", "1777", "--tmpfs", "/tmp"]
         args += [a for d in reversed(self.work.parents) if _inside(d, Path("/tmp"))
                  and d != Path("/tmp") for a in ("--perms", "0755", "--dir", str(d))]
         args += ["--bind", str(self.work), str(self.work)]
