@@ -40,3 +40,34 @@ def test_a_solution_is_one_command_away(capsys):
     assert main(["solution", "05", "no_such_answer"]) == 2
     assert "its exercises are" in capsys.readouterr().err
     assert main(["solution", "99"]) == 2
+
+
+def test_grading_a_learners_edition_works_as_grading_a_release(tmp_path):
+    """The edition's extra notes and tags change nothing for the grader: untouched it
+    scores 0 with feedback, answered with the sources' solutions it scores full marks. On
+    lesson 04's exercise sheet (its setup cell and its exercises), to keep it quick."""
+    from test_lessons_graded import exercise_sheet
+
+    from llama_edu import assignments
+
+    source = tmp_path / "04_swiglu.ipynb"
+    nbformat.write(exercise_sheet(learner.SOURCES / "04_swiglu.ipynb"), source)
+    edition = learner.learner_notebook(nbformat.read(source, as_version=4), "04")
+    untouched = tmp_path / "untouched" / "04_swiglu.ipynb"
+    untouched.parent.mkdir()
+    nbformat.write(edition, untouched)
+    report = assignments.grade_notebook(untouched, source)
+    assert report.max_score > 0 and report.score == 0
+    assert all("not written yet" in e.feedback for e in report.exercises), report
+    solved = nbformat.read(untouched, as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source
+               for c in nbformat.read(source, as_version=4).cells
+               if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    for cell in solved.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    answered = tmp_path / "answered" / "04_swiglu.ipynb"
+    answered.parent.mkdir()
+    nbformat.write(solved, answered)
+    assert assignments.grade_notebook(answered, source).score == report.max_score
