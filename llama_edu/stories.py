@@ -164,8 +164,26 @@ _PLOTS = [_plot_lost, _plot_journey, _plot_contest, _plot_build, _plot_storm, _p
           _plot_lesson]
 
 
+@dataclass(frozen=True)
+class Story:
+    """A story and the facts it states, for questions about it (lesson 13's data)."""
+
+    text: str
+    hero: str          # a name: "Mira"
+    kind: str          # "fox"
+    kind_cn: str       # "狐狸"
+    described: str     # "a shy fox"
+    place: str         # "a village by a slow river"
+    thing: str         # "a brass key"
+
+
 def make_story(rng: random.Random) -> str:
     """One short story: an opening, a plot drawn from seven, sometimes a Chinese ending."""
+    return tell_story(rng).text
+
+
+def tell_story(rng: random.Random) -> Story:
+    """`make_story`'s story with its facts (the same text for the same generator state)."""
     hero = _character(rng)
     friend = _character(rng, avoid=hero.name)
     thing, thing_cn = rng.choice(_THINGS)
@@ -181,7 +199,8 @@ def make_story(rng: random.Random) -> str:
         lines.append(rng.choice(["The end.", "And that was that.",
                                  f"{hero.name} never forgot that day.",
                                  "They still talk about it today."]))
-    return " ".join(lines)
+    return Story(" ".join(lines), hero.name, hero.kind, hero.kind_cn, hero.described, place,
+                 thing)
 
 
 def story_text(n_stories: int = 3000, seed: int = 0) -> str:

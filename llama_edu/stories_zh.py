@@ -145,8 +145,25 @@ def _zh_festival(rng, hero, friend, thing, measure):
 _ZH_PLOTS = [_zh_lost, _zh_market, _zh_contest, _zh_apprentice, _zh_river, _zh_festival]
 
 
+@dataclass(frozen=True)
+class StoryZh:
+    """A Chinese story and the facts it states, for questions about it (lesson 13's data)."""
+
+    text: str
+    hero: str          # "王小明"
+    kind: str          # "狐狸"
+    described: str     # "一只害羞的狐狸"
+    place: str         # "江南的一个小镇"
+    thing: str         # "风筝"
+
+
 def make_story_zh(rng: random.Random) -> str:
     """One short Chinese story: an opening, a plot drawn from six, an idiom to close."""
+    return tell_story_zh(rng).text
+
+
+def tell_story_zh(rng: random.Random) -> StoryZh:
+    """`make_story_zh`'s story with its facts (the same text for the same generator state)."""
     hero = _zh_character(rng)
     friend = _zh_character(rng, avoid=hero.name)
     thing, measure = rng.choice(_ZH_THINGS)
@@ -158,7 +175,8 @@ def make_story_zh(rng: random.Random) -> str:
     lines.append(rng.choice([f"这正应了那句话：{idiom}。",
                              f"后来人们常说“{idiom}”，意思是{moral}。",
                              "故事讲完了。", f"{hero.name}一直记得那一天。"]))
-    return "".join(lines)
+    described = f"一{hero.measure}{hero.trait}的{hero.kind}"
+    return StoryZh("".join(lines), hero.name, hero.kind, described, place, thing)
 
 
 def story_text_zh(n_stories: int = 1500, seed: int = 0) -> str:
