@@ -145,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample only among the most likely tokens whose probabilities add up "
                         "to p, in (0, 1] (off)")
     g.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
-    g.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="compute dtype of the forward passes; auto picks bf16 where the "
-                        "hardware runs it fast (auto)")
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="compute dtype of the forward passes (fp32: decoding one token at a "
+                        "time multiplies matrices too small for bf16 to pay on a CPU; "
+                        "benchmarks/bench_generate.py measures it)")
     g.add_argument("--tokenizer", default=None,
                    help="SentencePiece model file (default: the checkpoint's tokenizer.model, "
                         "else the course's)")
