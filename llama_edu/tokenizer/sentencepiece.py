@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import heapq
 import re
-from itertools import repeat
-from operator import add
 from pathlib import Path
 
+from .pairs import merge_best_pairs
 from .spm_model import (
     BPE,
     BYTE,
@@ -390,21 +389,7 @@ class SentencePieceBPE:
     def _merge_short(self, symbols: list[str]) -> list[str]:
         """The same merges for a short chunk, by rescanning: a list holds each adjacent
         pair's score, max() finds the best and index() the leftmost of equals."""
-        get, none = self._score.get, float("-inf")
-        scores = list(map(get, map(add, symbols, symbols[1:]), repeat(none)))  # fast in C
-        while scores:
-            best = max(scores)
-            if best == none:
-                break
-            i = scores.index(best)
-            merged = symbols[i] + symbols[i + 1]
-            symbols[i:i + 2] = [merged]
-            del scores[i]   # scores[i] is now the pair (merged, symbols[i + 1])
-            if i > 0:
-                scores[i - 1] = get(symbols[i - 1] + merged, none)
-            if i < len(scores):
-                scores[i] = get(merged + symbols[i + 1], none)
-        return symbols
+        return merge_best_pairs(symbols, self._score.get, float("-inf"), max)
 
     def _emit(self, piece: str, ids: list, rev_merge: dict, with_pieces: bool) -> None:
         """Append the id of a final symbol: UNUSED pieces split again, unknowns as bytes."""

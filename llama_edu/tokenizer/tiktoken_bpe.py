@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from itertools import pairwise
 from pathlib import Path
+
+from .pairs import merge_best_pairs
 
 N_RESERVED_SPECIAL = 256
 # Meta's names (llama3/tokenizer.py): ten named or reserved slots, then reserved 5 to 250.
@@ -49,21 +50,8 @@ def encode_by_rank(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
     whole = ranks.get(piece)
     if whole is not None:
         return [whole]
-    get = ranks.get
     parts = [piece[i:i + 1] for i in range(len(piece))]
-    pair_ranks = [get(a + b, _NO_RANK) for a, b in pairwise(parts)]
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best == _NO_RANK:
-            break
-        i = pair_ranks.index(best)
-        merged = parts[i] + parts[i + 1]
-        parts[i:i + 2] = [merged]
-        del pair_ranks[i]    # pair_ranks[i] is now the pair (merged, parts[i + 1])
-        if i > 0:
-            pair_ranks[i - 1] = get(parts[i - 1] + merged, _NO_RANK)
-        if i < len(pair_ranks):
-            pair_ranks[i] = get(merged + parts[i + 1], _NO_RANK)
+    merge_best_pairs(parts, ranks.get, _NO_RANK, min)
     return [ranks[part] for part in parts]
 
 
