@@ -103,3 +103,14 @@ def test_llama3_format_refuses_a_tokenizer_without_its_special_tokens():
     plain = ByteLevelBPE().train("hello world " * 50, vocab_size=300, progress=False)
     with pytest.raises(ValueError, match="lacks Llama 3's special tokens"):
         encode_dialog_llama3(plain, DIALOG[1:2])
+
+
+def test_ids_equal_metas_recipe_on_the_real_llama2_tokenizer():
+    from llama_edu.tokenizer import LLAMA2_TOKENIZER, load_llama2_tokenizer
+
+    processor = spm.SentencePieceProcessor(model_file=str(LLAMA2_TOKENIZER))
+    ours = load_llama2_tokenizer()
+    for dialog in (DIALOG, DIALOG[1:], DIALOG[1:2]):
+        assert encode_dialog(ours, dialog) == meta_reference(processor, dialog)
+    ids = encode_dialog(ours, [{"role": "user", "content": "Hi"}])
+    assert ids[0] == 1 and processor.decode(ids) == "[INST] Hi [/INST]"
