@@ -104,6 +104,40 @@ def heatmap(ax, data, title: str, xlabel: str, ylabel: str, cmap: str | None = N
     return image
 
 
+def pipeline_diagram(stages: list[tuple[str, str]], title: str,
+                     loop: tuple[int, int] | None = None, loop_label: str = ""):
+    """Boxes left to right joined by arrows: stages are (name, detail) pairs. `loop=(i, j)`
+    draws a return arrow from stage j back to stage i (an iterated part of the pipeline),
+    captioned `loop_label`."""
+    if not stages:
+        raise ValueError("pipeline_diagram needs at least one (name, detail) stage")
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.6), layout="constrained")
+    width, gap = 1.0, 0.35
+    for k, (name, detail) in enumerate(stages):
+        x = k * (width + gap)
+        ax.add_patch(plt.Rectangle((x, 0.0), width, 1.0, facecolor="#e8f0fa",
+                                   edgecolor=COLORS[0], linewidth=1.5))
+        ax.text(x + width / 2, 0.7, name, ha="center", va="center", fontsize=8.5,
+                fontweight="bold")
+        ax.text(x + width / 2, 0.3, detail, ha="center", va="center", fontsize=7.5)
+        if k:
+            ax.annotate("", xy=(x, 0.5), xytext=(x - gap, 0.5),
+                        arrowprops=dict(arrowstyle="->", color="0.3"))
+    if loop is not None:
+        i, j = loop
+        xi, xj = i * (width + gap) + width / 2, j * (width + gap) + width / 2
+        ax.annotate("", xy=(xi, 1.0), xytext=(xj, 1.0),
+                    arrowprops=dict(arrowstyle="->", color=COLORS[1],
+                                    connectionstyle="arc3,rad=0.35"))
+        ax.text((xi + xj) / 2, 1.38, loop_label, ha="center", va="bottom", fontsize=7.5,
+                color=COLORS[1])
+    ax.set_xlim(-0.1, len(stages) * (width + gap) - gap + 0.1)
+    ax.set_ylim(-0.15, 1.65)
+    ax.set_title(title)
+    ax.axis("off")
+    return fig
+
+
 def to_png(fig, dpi: int = 90) -> bytes:
     """Render a figure to PNG bytes (used by the widgets' static fallback)."""
     buffer = io.BytesIO()

@@ -93,3 +93,14 @@ def test_chinese_text_draws_without_glyph_warnings(primary):
         warnings.simplefilter("error")
         viz.to_png(fig)
     plt.close(fig)
+
+
+def test_pipeline_diagram_draws_one_box_per_stage_and_rejects_no_stages():
+    fig = viz.pipeline_diagram([("SFT", "demos"), ("RM", "pairs"), ("PPO", "")], "a pipeline",
+                               loop=(1, 2))
+    ax = fig.axes[0]
+    assert ax.get_title() == "a pipeline"
+    assert len(ax.patches) == 3
+    assert {t.get_text() for t in ax.texts} >= {"SFT", "RM", "PPO"}
+    with pytest.raises(ValueError, match="at least one"):
+        viz.pipeline_diagram([], "empty")

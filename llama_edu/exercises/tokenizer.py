@@ -1,11 +1,14 @@
-"""Checks for lesson 01: counting pairs, applying one merge, encoding with a merge list."""
+"""Checks for lesson 01: counting pairs, applying one merge, encoding with a merge list,
+and the build exercise: the BPE training loop, held equal to `ByteLevelBPE.train`."""
 
 from __future__ import annotations
 
-from ..tokenizer.bpe import get_pair_counts, merge
-from ._common import call, expect, passed
+import torch
 
-__all__ = ["check_count_pairs", "check_merge", "check_encode_with_merges"]
+from ..tokenizer.bpe import ByteLevelBPE, get_pair_counts, merge
+from ._common import call, expect, passed, rng
+
+__all__ = ["check_count_pairs", "check_merge", "check_encode_with_merges", "check_train_bpe"]
 
 WIKI_MERGES = [(97, 97), (97, 98), (256, 257)]  # aa -> 256, ab -> 257, (256, 257) -> 258
 
@@ -142,3 +145,102 @@ def _reference_encode_reversed(text, merges):
     for k, pair in reversed(list(enumerate(merges))):
         ids = merge(ids, tuple(pair), 256 + k)
     return ids
+
+
+# ---- the build exercise: BPE training ---------------------------------------------------
+
+
+def _reference_train(text: str, vocab_size: int) -> list[tuple[int, int]]:
+    """The package's trainer on the text as one sequence of bytes (no regex split)."""
+    return ByteLevelBPE(pattern=None).train(text, vocab_size, progress=False).merges
+
+
+def _train_variant(ids: list[int], n_merges: int, first_id: int = 256, recount: bool = True,
+                   tie: str = "smallest") -> list[tuple[int, int]]:
+    """What a slipped trainer returns: other first id, counts kept from the start, other ties."""
+    merges, counts = [], None
+    for k in range(n_merges):
+        if recount or counts is None:
+            counts = get_pair_counts(ids)
+        if not counts:
+            break
+        if tie == "smallest":
+            pair = min(counts, key=lambda p: (-counts[p], p))
+        else:                                   # max / most_common: the first pair seen
+            pair = max(counts, key=counts.get)
+        if not recount:
+            del counts[pair]
+        merges.append(pair)
+        ids = merge(ids, pair, first_id + k)
+    return merges
+
+
+def _train_mistakes(text: str, vocab_size: int):
+    data = list(text.encode("utf-8"))
+    n = vocab_size - 256
+    yield (_train_variant(data, n, tie="first"),
+           "among pairs with the same count you took the first one seen (max or "
+           "Counter.most_common keep the first); take the smallest pair: "
+           "min(counts, key=lambda p: (-counts[p], p))")
+    yield (_train_variant(data, n, first_id=0),
+           "merge k creates id 256 + k: ids 0-255 are the bytes, so the first new id is 256")
+    yield (_train_variant(data, n, recount=False),
+           "you counted the pairs once, before any merge; recount them after every merge, "
+           "since each merge makes new pairs (with the new id) and removes old ones")
+    yield (_train_variant([ord(c) for c in text], n),
+           "you started from character codes (ord); start from the UTF-8 bytes, "
+           "list(text.encode('utf-8')), so every character is made of ids 0-255")
+    yield (_train_variant(data, vocab_size),
+           "you learned vocab_size merges; vocab_size counts the 256 bytes too, so learn "
+           "vocab_size - 256 merges")
+
+
+def _train_cases():
+    from ..data import held_out_stories, pydoc_text
+
+    generator = rng(11)
+    english, chinese = pydoc_text(), held_out_stories("zh", 20)
+    start = int(torch.randint(0, len(english) - 3000, (1,), generator=generator))
+    yield "3,000 characters of the Python help pages", english[start:start + 3000], 256 + 60
+    start = int(torch.randint(0, len(chinese) - 400, (1,), generator=generator))
+    yield "400 characters of a Chinese story", chinese[start:start + 400], 256 + 40
+    letters = torch.randint(0, 3, (300,), generator=generator).tolist()
+    yield ("300 random letters from 'ab ' (many ties)", "".join("ab "[i] for i in letters),
+           256 + 30)
+    yield "'aaabdaaabac' (three merges)", "aaabdaaabac", 259
+    yield "'hello' with room for 10 merges (it runs out after 4)", "hello", 266
+    yield "an empty text", "", 300
+    yield "vocab_size 256 (no merges)", "some text", 256
+
+
+def check_train_bpe(fn) -> None:
+    """fn(text, vocab_size) -> the merges [(a, b), ...] that BPE learns from text's bytes."""
+    for label, text, vocab_size in _train_cases():
+        what = f"train_bpe on {label}, vocab_size={vocab_size}"
+        try:
+            out = call(fn, text, vocab_size, what=what)
+        except AssertionError as error:
+            runs_out = len(_reference_train(text, vocab_size)) < vocab_size - 256
+            if runs_out and "not written yet" not in str(error):
+                raise AssertionError(f"{error}. When the text has become one token there is "
+                                     "nothing left to merge: stop early (break when there "
+                                     "are no pairs)") from None
+            raise
+        expected = _reference_train(text, vocab_size)
+        if not isinstance(out, list) or not all(
+                isinstance(p, tuple | list) and len(p) == 2 and all(isinstance(i, int) for i in p)
+                for p in out):
+            raise AssertionError(f"{what} should return a list of (id, id) pairs, got "
+                                 f"{str(out)[:80]}")
+        out = [tuple(p) for p in out]
+        if out == expected:
+            continue
+        for wrong, message in _train_mistakes(text, vocab_size):
+            if out == wrong:
+                raise AssertionError(f"{what}: {message}")
+        n = min(len(out), len(expected))
+        first = next((k for k in range(n) if out[k] != expected[k]), n)
+        raise AssertionError(f"{what}: {len(out)} merges, expected {len(expected)}; they "
+                             f"differ from merge {first} on (expected "
+                             f"{expected[first:first + 2]}, got {out[first:first + 2]})")
+    passed("train_bpe learns the same merges as llama_edu's ByteLevelBPE, ties and all")

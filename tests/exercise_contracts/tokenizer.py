@@ -1,5 +1,6 @@
 """Lesson 01's checks: counting pairs, one merge, encoding with a merge list."""
 
+from collections import Counter
 from itertools import pairwise
 
 from ._contract import Contract
@@ -136,3 +137,93 @@ CONTRACTS = {
         (encode_reversed, "in the order they were learned"),
     ]),
 }
+
+
+# ---- train_bpe (the build exercise) -----------------------------------------------------
+
+
+def train_ok(text, vocab_size):
+    ids, merges = list(text.encode("utf-8")), []
+    for k in range(vocab_size - 256):
+        counts = count_ok(ids)
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        ids = merge_ok(ids, pair, 256 + k)
+    return merges
+
+
+def train_first_seen(text, vocab_size):
+    ids, merges = list(text.encode("utf-8")), []
+    for k in range(vocab_size - 256):
+        counts = Counter(pairwise(ids))
+        if not counts:
+            break
+        pair = counts.most_common(1)[0][0]
+        merges.append(pair)
+        ids = merge_ok(ids, pair, 256 + k)
+    return merges
+
+
+def train_ids_from_zero(text, vocab_size):
+    ids, merges = list(text.encode("utf-8")), []
+    for k in range(vocab_size - 256):
+        counts = count_ok(ids)
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        ids = merge_ok(ids, pair, k)
+    return merges
+
+
+def train_counted_once(text, vocab_size):
+    ids = list(text.encode("utf-8"))
+    counts = count_ok(ids)
+    ranked = sorted(counts, key=lambda p: (-counts[p], p))
+    return ranked[:vocab_size - 256]
+
+
+def train_characters(text, vocab_size):
+    ids, merges = [ord(c) for c in text], []
+    for k in range(vocab_size - 256):
+        counts = count_ok(ids)
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        ids = merge_ok(ids, pair, 256 + k)
+    return merges
+
+
+def train_too_many(text, vocab_size):
+    return train_ok(text, vocab_size + 256)
+
+
+def train_never_stops(text, vocab_size):
+    ids, merges = list(text.encode("utf-8")), []
+    for k in range(vocab_size - 256):
+        counts = count_ok(ids)
+        pair = min(counts, key=lambda p: (-counts[p], p))   # fails once no pair is left
+        merges.append(pair)
+        ids = merge_ok(ids, pair, 256 + k)
+    return merges
+
+
+def train_merged_bytes(text, vocab_size):
+    vocab = {i: bytes([i]) for i in range(256)}
+    for k, (a, b) in enumerate(train_ok(text, vocab_size)):
+        vocab[256 + k] = vocab[a] + vocab[b]
+    return [vocab[i] for i in range(256, len(vocab))]   # the pieces, not the id pairs
+
+
+CONTRACTS["check_train_bpe"] = Contract(references=[train_ok], mistakes=[
+    (train_first_seen, "the first one seen"),
+    (train_ids_from_zero, "merge k creates id 256 \\+ k"),
+    (train_counted_once, "recount them after every merge"),
+    (train_characters, "character codes \\(ord\\)"),
+    (train_too_many, "vocab_size counts the 256 bytes"),
+    (train_never_stops, "nothing left to merge: stop early"),
+    (train_merged_bytes, "list of \\(id, id\\) pairs"),
+])
