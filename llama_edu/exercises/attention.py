@@ -21,8 +21,7 @@ from ..numerics import greedy_agreement, tolerance
 from ._common import call, expect, expect_tensor, forbids, passed, rng
 
 __all__ = ["check_causal_mask", "check_attention_forward", "check_cache_update",
-           "check_greedy_cached", "check_kv_cache_bytes",
-           "check_repeat_kv", "check_group_kv_heads"]
+           "check_greedy_cached", "check_repeat_kv", "check_group_kv_heads"]
 
 
 def _same(actual, expected: torch.Tensor) -> bool:
@@ -451,43 +450,6 @@ def check_greedy_cached(fn) -> None:
     note = f" (near ties, accepted: {'; '.join(ties)})" if ties else ""
     passed("greedy_cached is right: one prefill, then one token per step into one cache, the "
            f"same tokens as decoding without a cache{note}")
-
-
-def _kv_bytes(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value) -> int:
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
-
-
-def check_kv_cache_bytes(fn) -> None:
-    """fn(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value) -> bytes."""
-    cases = [((3, 5, 7, 11, 13, 4), "3 layers, 5 KV heads, head_dim 7, 11 tokens, batch 13, "
-                                    "fp32"),
-             ((32, 32, 128, 4096, 1, 2), "Llama-2-7B, 4096 tokens, fp16"),
-             ((80, 8, 128, 4096, 1, 2), "Llama-2-70B (GQA), 4096 tokens, fp16"),
-             ((1, 1, 1, 1, 1, 1), "one of everything")]
-    for args, name in cases:
-        what = f"kv_cache_bytes for {name}"
-        out = call(fn, *args, what=what)
-        expected = _kv_bytes(*args)
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.item()
-        expect(isinstance(out, (int, float)) and not isinstance(out, bool),
-               f"{what} should return a number of bytes, got {type(out).__name__}")
-        if out == expected:
-            continue
-        ratio = out / expected
-        n_layers, _, _, _, batch_size, bytes_per_value = args
-        known = {0.5: "only one of K and V was counted: the cache holds both, so multiply by 2",
-                 8.0: "that is bits; a value takes bytes_per_value bytes, not 8 * that",
-                 1 / bytes_per_value: "that counts values, not bytes: multiply by "
-                                      "bytes_per_value",
-                 1 / batch_size: "every sequence in the batch has its own cache: multiply by "
-                                 "batch_size",
-                 1 / n_layers: "every layer keeps its own K and V: multiply by n_layers"}
-        hint = next((text for r, text in known.items() if abs(ratio - r) < 1e-9), "")
-        raise AssertionError(f"{what}: expected {expected:,} bytes, got {out:,}"
-                             + (f". {hint}" if hint else ""))
-    passed("kv_cache_bytes is right: Llama-2-7B needs 2.0 GiB per 4096-token sequence in "
-           "fp16, the 70B with 8 KV heads 1.25 GiB")
 
 
 # ---------------------------------------------------------------------------------------
