@@ -4,7 +4,9 @@ Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + mask) V          (Vaswani et al.,
 Grouped-query attention shares each key/value head among n_heads / n_kv_heads query heads
 (Ainslie et al., 2023); n_kv_heads = n_heads is multi-head, n_kv_heads = 1 multi-query
 (Shazeer, 2019). The KV cache keeps the keys and values of earlier positions so that a
-decode step only computes the new token's.
+decode step only computes the new token's: it trades memory (it costs
+`model.kv_cache_bytes_per_token` per token and sequence) for compute, and its logits equal
+the uncached ones up to the dtype's rounding, not bit for bit.
 
 Masks here are boolean and follow `scaled_dot_product_attention`: True = may attend. A
 float mask is an additive bias (0 keeps a key, -inf hides it; ALiBi adds its slopes).
@@ -235,6 +237,14 @@ class KVCache:
     k, v: (batch, max_seq_len, n_kv_heads, head_dim). `update` writes new positions and
     returns everything written so far, ready for attention. One prefill of many tokens
     and then decode steps of one or more tokens each.
+
+    What it costs and what it changes (lesson 06, correcting a source note that says it
+    "greatly reduces memory pressure" and "does not affect precision"): it holds
+    2 x batch x max_seq_len x n_kv_heads x head_dim values per layer, memory a run without a
+    cache never needs; it saves the compute of recomputing past keys and values. A decode
+    step sums in other shapes and orders than a full pass, so cached and uncached logits
+    agree to rounding (about 1e-6 in fp32, bf16's bound in bf16), not exactly; near-tied
+    greedy tokens may then differ (see `numerics.compare_greedy`).
     """
 
     def __init__(self, batch_size: int, max_seq_len: int, n_kv_heads: int, head_dim: int,

@@ -361,5 +361,9 @@ def parameter_breakdown(config: LlamaConfig) -> dict[str, int]:
 
 
 def kv_cache_bytes_per_token(config: LlamaConfig, bytes_per_value: int = 2) -> int:
-    """2 (k and v) x n_layers x n_kv_heads x head_dim x bytes per value."""
+    """2 (k and v) x n_layers x n_kv_heads x head_dim x bytes per value.
+
+    This is memory the cache *adds* (lesson 06): 512 KiB per token, 2 GiB per 4096-token
+    sequence for Llama-2-7B in fp16, per sequence of a batch. The cache saves compute, not
+    memory."""
     return 2 * config.n_layers * config.n_kv_heads * config.head_dim * bytes_per_value

@@ -24,17 +24,23 @@ BOUND = 150            # seconds the grader may take for one submission, whateve
 
 CAUSAL_OK = ("def my_causal_mask(q_len, kv_len):\n"
              "    return torch.ones(q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)")
-SOFTMAX_OK = ("def my_masked_softmax(scores, mask):\n"
+SOFTMAX_OK = ("def attention_forward(q, k, v, attention_mask=None):\n"
+              "    q_len, kv_len = q.shape[-2], k.shape[-2]\n"
+              "    mask = torch.ones(q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)\n"
+              "    if attention_mask is not None:\n"
+              "        mask = mask & attention_mask.bool()[:, None, None, :]\n"
+              "    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5\n"
               "    scores = scores.masked_fill(~mask, float('-inf'))\n"
               "    top = scores.amax(-1, keepdim=True)\n"
               "    e = torch.exp(scores - torch.where(torch.isfinite(top), top, 0 * top))\n"
               "    total = e.sum(-1, keepdim=True)\n"
-              "    return torch.where(total > 0, e / total, torch.zeros_like(e))")
+              "    return torch.where(total > 0, e / total, torch.zeros_like(e)) @ v")
 CAUSAL_NONE = "def my_causal_mask(q_len, kv_len):\n    return None"
-SOFTMAX_NONE = "def my_masked_softmax(scores, mask):\n    return None"
+SOFTMAX_NONE = "def attention_forward(q, k, v, attention_mask=None):\n    return None"
 CAUSAL_ZEROS = ("def my_causal_mask(q_len, kv_len):\n"
                 "    return torch.zeros(q_len, kv_len, dtype=torch.bool)")
-SOFTMAX_ZEROS = "def my_masked_softmax(scores, mask):\n    return torch.zeros_like(scores)"
+SOFTMAX_ZEROS = ("def attention_forward(q, k, v, attention_mask=None):\n"
+                 "    return torch.zeros_like(q)")
 
 PATCH_CHECKS = """import sys
 import llama_edu.exercises as ex
@@ -135,24 +141,24 @@ def my_causal_mask(q_len, kv_len):
         parent = f.read().replace(b"\\0", b" ").decode()
     raise ValueError("parent: " + parent + " environ: " + repr(dict(os.environ)))"""
 
-# name: (answer to causal_mask, answer to masked_softmax, expected scores, flag kinds)
+# name: (answer to causal_mask, answer to attention_forward, expected scores, flag kinds)
 CASES = {
     "patched_checks": (PATCH_CHECKS, SOFTMAX_NONE, (0, 0), {"patches-module", "sys-modules",
                                                            "record"}),
     "patched_torch": (PATCH_TORCH, SOFTMAX_ZEROS, (0, 0), {"patches-module"}),
-    "lying_tensor_subclass": (LYING_TENSOR, SOFTMAX_OK, (0, 2), set()),
+    "lying_tensor_subclass": (LYING_TENSOR, SOFTMAX_OK, (0, 4), set()),
     "forged_record_and_report": (FORGE_RECORD, SOFTMAX_NONE, (0, 0), {"system-module",
                                                                       "file-access", "record"}),
     "os_exit": (EXIT, SOFTMAX_OK, (0, 0), {"system-module", "kernel-died"}),
     "segfault": (SEGFAULT, SOFTMAX_OK, (0, 0), {"system-module", "kernel-died"}),
-    "endless_loop": (ENDLESS_LOOP, SOFTMAX_OK, (0, 2), set()),
-    "endless_print_in_the_function": (ENDLESS_PRINT, SOFTMAX_OK, (0, 2), set()),
-    "endless_print_in_the_cell": (FLOOD, SOFTMAX_OK, (2, 2), {"output-cut"}),
-    "ten_gigabytes": (BIG_ALLOCATION, SOFTMAX_OK, (0, 2), set()),
+    "endless_loop": (ENDLESS_LOOP, SOFTMAX_OK, (0, 4), set()),
+    "endless_print_in_the_function": (ENDLESS_PRINT, SOFTMAX_OK, (0, 4), set()),
+    "endless_print_in_the_cell": (FLOOD, SOFTMAX_OK, (2, 4), {"output-cut"}),
+    "ten_gigabytes": (BIG_ALLOCATION, SOFTMAX_OK, (0, 4), set()),
     "fork_bomb": (FORK_BOMB, SOFTMAX_OK, (0, None), {"system-module"}),
     "harm_instructor_files": (HARM_FILES, SOFTMAX_NONE, (0, 0), {"system-module",
                                                                  "file-access"}),
-    "read_parent_cmdline": (READ_CMDLINE, SOFTMAX_OK, (0, 2), {"system-module",
+    "read_parent_cmdline": (READ_CMDLINE, SOFTMAX_OK, (0, 4), {"system-module",
                                                                "file-access"}),
 }
 
@@ -218,7 +224,7 @@ def _submission(course, tmp_path, causal: str, softmax: str, **values) -> Path:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if grade_id == "causal_mask_answer":
             cell.source = causal.format(**values) if values else causal
-        elif grade_id == "masked_softmax_answer":
+        elif grade_id == "attention_forward_answer":
             cell.source = softmax
     path = tmp_path / "submitted" / "05_attention.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +254,7 @@ def test_hostile_submission(case, mode, course, tmp_path):
     assert report["sandbox"] == mode, summary
     assert scores["causal_mask_tests"] == expected[0], summary
     if expected[1] is not None:
-        assert scores["masked_softmax_tests"] == expected[1], summary
+        assert scores["attention_forward_tests"] == expected[1], summary
     assert kinds <= {f["kind"] for f in report["flags"]}, summary
     assert elapsed < BOUND, f"the grader took {elapsed:.0f} s"
     assert _hashes(course["source"].parent, course["home"]) == before, "instructor files changed"
@@ -274,20 +280,20 @@ def test_honest_submissions_beside_hostile_ones_keep_their_grades(mode, course, 
                              "--timeout", str(TIMEOUT)]) == 0
     rows = {line.split(",")[0]: line.split(",")
             for line in (folder / "grades.csv").read_text(encoding="utf-8").splitlines()[1:]}
-    assert rows["ada"][2:4] == ["4.0", "4.0"] and rows["ada"][4] == ""
-    assert rows["lin"][2:4] == ["4.0", "4.0"] and rows["lin"][4] == ""
-    assert rows["wei"][2:4] == ["2.0", "4.0"]
+    assert rows["ada"][2:4] == ["6.0", "6.0"] and rows["ada"][4] == ""
+    assert rows["lin"][2:4] == ["6.0", "6.0"] and rows["lin"][4] == ""
+    assert rows["wei"][2:4] == ["2.0", "6.0"]
     assert rows["exit"][2] == "0.0" and "kernel-died" in rows["exit"][4]
-    assert rows["bomb"][2] in ("0.0", "2.0") and "system-module" in rows["bomb"][4]
+    assert rows["bomb"][2] in ("0.0", "4.0") and "system-module" in rows["bomb"][4]
     assert _hashes(course["source"].parent, course["home"]) == before
     assert not _sandbox_processes()
 
 
 def test_solved_and_untouched_sheets(mode, course):
     solved = assignments.grade_notebook(course["source"], course["source"], timeout=60)
-    assert (solved.score, solved.max_score) == (4, 4), assignments.format_report(solved)
+    assert (solved.score, solved.max_score) == (6, 6), assignments.format_report(solved)
     assert all(e.replayed for e in solved.exercises) and solved.flags == []
     untouched = assignments.grade_notebook(course["student"], course["source"], timeout=60)
-    assert (untouched.score, untouched.max_score) == (0, 4)
+    assert (untouched.score, untouched.max_score) == (0, 6)
     assert all("not written yet" in e.feedback for e in untouched.exercises)
     assert untouched.sandbox == mode

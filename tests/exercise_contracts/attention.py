@@ -1,5 +1,7 @@
-"""Lessons 05-07's checks: the causal mask, masked softmax, the cache update, the cache
-memory formula, repeat_kv, and grouping KV heads."""
+"""Lessons 05-07's checks: the causal mask, the attention forward, the cache update, the cached
+greedy decode loop, repeat_kv, and grouping KV heads."""
+
+import math
 
 import torch
 
@@ -12,40 +14,49 @@ def causal_ok(q_len, kv_len):
     return torch.ones(q_len, kv_len, dtype=torch.bool).tril(diagonal=kv_len - q_len)
 
 
-# ---- lesson 05: masked softmax ----------------------------------------------------------
+# ---- lesson 05: the attention forward (build) -------------------------------------------
 
 
-def softmax_ok(scores, mask):
-    scores = scores.masked_fill(~mask, float("-inf"))
-    row_max = scores.amax(-1, keepdim=True).nan_to_num(0.0, neginf=0.0)
-    e = torch.exp(scores - row_max)
-    total = e.sum(-1, keepdim=True)
-    return torch.where(total > 0, e / total, torch.zeros_like(e))
+def forward_with(q, k, v, attention_mask, *, scale=None, fill=float("-inf"), causal="bottom",
+                 pad="keys", zero_rows=True, stable=True, dim=-1, after=False, weights=False):
+    """One parametrised answer: the defaults are right, each keyword is one slip."""
+    q_len, kv_len = q.shape[-2], k.shape[-2]
+    scores = q @ k.transpose(-2, -1) / (scale or q.shape[-1] ** 0.5)
+    ones = torch.ones(q_len, kv_len, dtype=torch.bool)
+    mask = {"bottom": ones.tril(kv_len - q_len), "top": ones.tril(), "upper": ones.triu(),
+            None: ones}[causal]
+    if attention_mask is not None and pad == "keys":
+        mask = mask & attention_mask.bool()[:, None, None, :]
+    elif attention_mask is not None and pad == "queries":
+        mask = mask & attention_mask.bool()[:, None, -q_len:, None]
+    if after:
+        w = torch.softmax(scores, -1) * mask
+    else:
+        scores = scores.masked_fill(~mask, fill)
+        top = scores.amax(dim, keepdim=True) if stable else torch.zeros_like(scores)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        e = torch.exp(scores - top)
+        total = e.sum(dim, keepdim=True)
+        w = torch.where(total > 0, e / total, torch.zeros_like(e)) if zero_rows else e / total
+    return w if weights else w @ v
 
 
-def softmax_naive(scores, mask):            # no max subtraction
-    e = torch.exp(scores) * mask
-    return e / e.sum(-1, keepdim=True)
+def forward_ok(q, k, v, attention_mask):
+    return forward_with(q, k, v, attention_mask)
 
 
-def softmax_builtin_nan_rows(scores, mask):  # right except for fully masked rows
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
+def forward_ok_builtin(q, k, v, attention_mask):          # torch.softmax, then fix the NaN rows
+    q_len, kv_len = q.shape[-2], k.shape[-2]
+    mask = torch.ones(q_len, kv_len, dtype=torch.bool).tril(kv_len - q_len)
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()[:, None, None, :]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.nan_to_num(weights, nan=0.0) @ v
 
 
-def softmax_fill_zero(scores, mask):
-    return torch.softmax(scores.masked_fill(~mask, 0.0), -1)
-
-
-def softmax_after(scores, mask):
-    return torch.softmax(scores, -1) * mask
-
-
-def softmax_big_negative(scores, mask):
-    return torch.softmax(scores.masked_fill(~mask, -1e9), -1)
-
-
-def softmax_wrong_dim(scores, mask):
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -2)
+def forward_sdpa(q, k, v, attention_mask):                # the forbidden shortcut
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 # ---- lesson 06: the cache update --------------------------------------------------------
@@ -100,11 +111,58 @@ def update_silent_overflow(cache_k, cache_v, k, v, start_pos):
     return cache_k[:, :end], cache_v[:, :end]
 
 
-# ---- lesson 06: the cache's size in bytes -----------------------------------------------
+# ---- lesson 06: the cached greedy decode loop (build) ------------------------------------
 
 
-def bytes_ok(n_layers, n_kv_heads, head_dim, seq_len, batch_size, bytes_per_value):
-    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
+def greedy_with(model, prompts, n_new, *, cache="once", prefill="whole", feed="newest",
+                start="right", mask_decode="grown", first="last", keep_prompt=False,
+                steps=None, wasted_call=False):
+    """One parametrised answer: the defaults are right, each keyword is one slip."""
+    longest = max(len(p) for p in prompts)
+    tokens = torch.tensor([[0] * (longest - len(p)) + list(p) for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    padded = bool((mask == 0).any())
+    kv = model.make_cache(len(prompts), longest + n_new + 1) if cache == "once" else None
+    new = []
+    with torch.no_grad():
+        if prefill == "whole":
+            logits = model(tokens, 0, kv, mask if padded else None)
+        else:                                               # the prompt one token at a time
+            for t in range(longest):
+                logits = model(tokens[:, t:t + 1], t, kv, mask[:, :t + 1] if padded else None)
+        for step in range(n_new if steps is None else steps):
+            row = logits[:, -1] if (step or first == "last") else logits[:, 0]
+            token = row.argmax(-1, keepdim=True)            # (batch, 1)
+            new.append(token)
+            tokens = torch.cat([tokens, token], 1)
+            mask = torch.cat([mask, torch.ones_like(token)], 1)
+            if step == n_new - 1 and not wasted_call:
+                break
+            if cache == "none":
+                logits = model(tokens, 0, None, mask if padded else None)
+                continue
+            if cache == "every step":
+                kv = model.make_cache(len(prompts), longest + n_new + 1)
+                logits = model(tokens, 0, kv, mask if padded else None)
+                continue
+            if feed == "all":
+                logits = model(tokens, 0, kv, mask if padded else None)
+                continue
+            pos = {"right": longest + step, "stuck": longest, "one past": longest + step + 1}[start]
+            m = {"grown": mask, "none": None, "new only": mask[:, -1:]}[mask_decode]
+            logits = model(token, pos, kv, m if padded else None)
+    out = torch.cat(new, 1)
+    if keep_prompt:
+        out = tokens
+    return out.tolist()
+
+
+def greedy_ok(model, prompts, n_new):
+    return greedy_with(model, prompts, n_new)
+
+
+def greedy_ok_extra_call(model, prompts, n_new):          # one decode call too many: harmless
+    return greedy_with(model, prompts, n_new, wasted_call=True)
 
 
 # ---- lesson 07: repeat_kv and grouping heads --------------------------------------------
@@ -152,13 +210,25 @@ CONTRACTS = {
         (lambda q, kv: causal_ok(q, kv).float(), "should return a bool tensor"),
         (lambda q, kv: causal_ok(q, kv)[None], r"rows are queries"),
     ]),
-    "check_masked_softmax": Contract(references=[softmax_ok], mistakes=[
-        (softmax_naive, "subtract each row's maximum"),
-        (softmax_builtin_nan_rows, "fully masked row came back as NaN"),
-        (softmax_fill_zero, "exp\\(0\\) = 1"),
-        (softmax_after, "mask after the softmax"),
-        (softmax_big_negative, "fully masked row sums to 1"),
-        (softmax_wrong_dim, "normalized over the queries"),
+    "check_attention_forward": Contract(references=[forward_ok, forward_ok_builtin], mistakes=[
+        (lambda q, k, v, m: forward_with(q, k, v, m, scale=1.0), "are not scaled"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, scale=q.shape[-1]),
+         "divide by its square root"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, causal="upper"), "upper triangle"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, causal=None), "no causal mask"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, causal="top"), "aligned top-left"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, pad=None), "padding is ignored"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, pad="queries"), "hides rows"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, zero_rows=False), "came back as NaN"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, fill=-1e9), "equal weights"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, fill=0.0), "exp\\(0\\) = 1"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, after=True), "masked after the softmax"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, stable=False), "overflows"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, dim=-2), "over the queries"),
+        (lambda q, k, v, m: forward_with(q, k, v, m, weights=True),
+         "returned the attention weights"),
+        (forward_sdpa, "calls scaled_dot_product_attention"),
+        (lambda q, k, v, m: forward_ok(q, k, v, m)[..., :-1], "returned shape"),
     ]),
     "check_cache_update": Contract(references=[update_ok], mistakes=[
         (update_whole_cache, "return only the positions written so far"),
@@ -169,15 +239,19 @@ CONTRACTS = {
         (update_no_overflow_check, "raised RuntimeError"),
         (update_silent_overflow, "nothing was raised"),
     ]),
-    "check_kv_cache_bytes": Contract(references=[bytes_ok], mistakes=[
-        (lambda n, h, d, s, b, by: n * h * d * s * b * by, "multiply by 2"),
-        (lambda n, h, d, s, b, by: 2 * n * h * d * s * b * by * 8, "that is bits"),
-        (lambda n, h, d, s, b, by: 2 * n * h * d * s * b, "counts values, not bytes"),
-        (lambda n, h, d, s, b, by: 2 * n * h * d * s * by, "multiply by batch_size"),
-        (lambda n, h, d, s, b, by: 2 * h * d * s * b * by, "multiply by n_layers"),
-        (lambda n, h, d, s, b, by: "2 GiB", "should return a number of bytes"),
-        (lambda n, h, d, s, b, by: 2 * n * h * d * s * b * by + 1,     # no known slip
-         "expected 120,120 bytes, got 120,121"),
+    "check_greedy_cached": Contract(references=[greedy_ok, greedy_ok_extra_call], mistakes=[
+        (lambda m, p, n: greedy_with(m, p, n, cache="none"), "never passed the cache"),
+        (lambda m, p, n: greedy_with(m, p, n, cache="every step"), "made a new cache"),
+        (lambda m, p, n: greedy_with(m, p, n, prefill="tokenwise"), "the prefill"),
+        (lambda m, p, n: greedy_with(m, p, n, feed="all"), "feed only the newest token"),
+        (lambda m, p, n: greedy_with(m, p, n, start="stuck"), "must advance by one"),
+        (lambda m, p, n: greedy_with(m, p, n, start="one past"), "sits at position 5"),
+        (lambda m, p, n: greedy_with(m, p, n, mask_decode="none"), "has no attention_mask"),
+        (lambda m, p, n: greedy_with(m, p, n, mask_decode="new only"), "covers 1 positions"),
+        (lambda m, p, n: greedy_with(m, p, n, first="first"), "logits of the first position"),
+        (lambda m, p, n: greedy_with(m, p, n, keep_prompt=True), "not the prompt with them"),
+        (lambda m, p, n: greedy_with(m, p, n, steps=n - 1), "new tokens, expected"),
+        (lambda m, p, n: "tokens", "one list of new token ids per prompt"),
     ]),
     "check_repeat_kv": Contract(references=[repeat_ok], mistakes=[
         (lambda x, n_rep: x.repeat(1, 1, n_rep, 1), "tiled"),
