@@ -6,15 +6,20 @@ existed before it. A CUDA GPU counts this itself (`torch.cuda.max_memory_allocat
 CPU PyTorch keeps no such counter, so every tensor an ATen operation returns is added when
 it appears and subtracted when its storage is freed, like `tracemalloc` for tensors.
 
+`timer(device)` times a block, waiting for the device before and after; `median_ms(fn)` is
+the median of several such timings after warm-up runs (lessons 03, 04, 06).
+
 `matmul_flops(dtype)` measures the machine's matmul peak in a dtype, and `mfu` says what
 share of it a training run reaches, counting `train_flops_per_token` as PaLM does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -33,7 +38,46 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .device import synchronize
 
-__all__ = ["matmul_flops", "mfu", "peak_memory", "train_flops_per_token"]
+__all__ = ["matmul_flops", "median_ms", "mfu", "peak_memory", "timer",
+           "train_flops_per_token"]
+
+
+class Timing:
+    """What `timer` measured: `seconds` (set when the block ends) and `ms`."""
+
+    seconds: float = float("nan")
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1e3
+
+
+@contextlib.contextmanager
+def timer(device: torch.device | str = "cpu") -> Iterator[Timing]:
+    """`with timer(device) as t: ...` then `t.seconds`: wall time of the block, with the
+    device's queued work waited for before and after (a GPU runs asynchronously)."""
+    timing = Timing()
+    synchronize(device)
+    began = time.perf_counter()
+    try:
+        yield timing
+    finally:
+        synchronize(device)
+        timing.seconds = time.perf_counter() - began
+
+
+def median_ms(fn: Callable, *args, reps: int = 10, warmup: int = 2,
+              device: torch.device | str = "cpu", **kwargs) -> float:
+    """Median milliseconds of `fn(*args, **kwargs)` over `reps` runs, after `warmup` runs
+    that are not counted (first calls pay for allocation and kernel selection)."""
+    if reps < 1 or warmup < 0:
+        raise ValueError(f"median_ms needs reps >= 1 and warmup >= 0, got {reps}, {warmup}")
+    times = []
+    for _ in range(warmup + reps):
+        with timer(device) as t:
+            fn(*args, **kwargs)
+        times.append(t.ms)
+    return statistics.median(times[warmup:])
 
 
 class _LiveTensorBytes(TorchDispatchMode):

@@ -75,6 +75,25 @@ def figure(ncols: int = 1, nrows: int = 1, height: float = 3.6, **kwargs):
     return fig, axes
 
 
+def smooth(values, k: int = 10, stat: str = "mean", trailing: bool = True) -> list[float]:
+    """A noisy curve, smoothed over windows of k values (lessons 03, 04, 06).
+
+    stat "mean" suits training losses; "min" suits timings (the best of k neighbours is the
+    run least disturbed by the machine). trailing=True: point i summarises values[i-k+1 : i+1]
+    (shorter windows at the start, same length as `values`); trailing=False: only full windows,
+    len(values) - k + 1 points, the i-th centred on values[i + k // 2].
+    """
+    if k < 1:
+        raise ValueError(f"smooth needs a window k >= 1, got {k}")
+    reduce = {"mean": lambda w: sum(w) / len(w), "min": min}.get(stat)
+    if reduce is None:
+        raise ValueError(f"smooth's stat must be 'mean' or 'min', got {stat!r}")
+    values = [float(v) for v in values]
+    if trailing:
+        return [reduce(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
+    return [reduce(values[i:i + k]) for i in range(len(values) - k + 1)]
+
+
 def label(ax, title: str, xlabel: str, ylabel: str) -> None:
     """Every plot gets a title and labelled axes (with units where there are some)."""
     ax.set_title(title)

@@ -34,3 +34,25 @@ def test_peak_memory_sees_what_autograd_runs_for_backward():
         (x @ x).sum().backward()                     # the backward makes two 256 x 256 products
 
     assert peak_memory(backward) >= 2 * 256 * 256 * 4
+
+
+def test_timer_and_median_ms_measure_wall_time():
+    import time
+
+    from llama_edu.profiling import median_ms, timer
+
+    with timer("cpu") as t:
+        time.sleep(0.02)
+    assert 0.015 < t.seconds < 1.0 and abs(t.ms - 1e3 * t.seconds) < 1e-9
+    calls = []
+    ms = median_ms(lambda: (calls.append(1), time.sleep(0.005)), reps=3, warmup=2)
+    assert len(calls) == 5 and 4.0 < ms < 500.0
+
+
+def test_median_ms_refuses_no_repetitions():
+    import pytest
+
+    from llama_edu.profiling import median_ms
+
+    with pytest.raises(ValueError, match="reps >= 1"):
+        median_ms(lambda: None, reps=0)

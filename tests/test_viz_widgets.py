@@ -104,3 +104,12 @@ def test_pipeline_diagram_draws_one_box_per_stage_and_rejects_no_stages():
     assert {t.get_text() for t in ax.texts} >= {"SFT", "RM", "PPO"}
     with pytest.raises(ValueError, match="at least one"):
         viz.pipeline_diagram([], "empty")
+
+
+def test_smooth_trailing_mean_and_full_window_min():
+    assert viz.smooth([1, 3, 5, 7], k=2) == [1.0, 2.0, 4.0, 6.0]
+    assert viz.smooth([4, 1, 3, 2, 5], k=3, stat="min", trailing=False) == [1.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="'mean' or 'min'"):
+        viz.smooth([1.0], stat="median")
+    with pytest.raises(ValueError, match="k >= 1"):
+        viz.smooth([1.0], k=0)

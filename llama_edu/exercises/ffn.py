@@ -1,150 +1,166 @@
-"""Checks for lesson 04: write SwiGLU; compute Llama's FFN hidden size."""
+"""Checks for lesson 04: count a Llama's parameters with grouped-query attention and the FFN
+multiplier; solve a released total for the FFN width."""
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 
-from ..ffn import ffn_hidden_dim, swiglu
+from ..ffn import ffn_hidden_dim
+from ..model import PRESETS, LlamaConfig, count_parameters
 from ._common import call, expect, passed, rng
 
-__all__ = ["check_swiglu", "check_ffn_hidden_dim"]
+__all__ = ["check_gqa_parameter_count", "check_ffn_width"]
+
+_FIELDS = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of",
+           "ffn_dim_multiplier")
 
 
-def _close(actual, expected: torch.Tensor) -> bool:
-    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
-        return False
-    return torch.allclose(actual.detach().double(), expected.double(), atol=1e-5, rtol=1e-4)
+def _count(dim, n_layers, n_heads, n_kv_heads, vocab_size, hidden, *, attention=None,
+           ffn_mats=3, norms=True, final_norm=True, tied=False) -> int:
+    """The parameter count, with switches for the classic slips."""
+    kv_dim = n_kv_heads * (dim // n_heads)
+    attention = 2 * dim * dim + 2 * dim * kv_dim if attention is None else attention
+    per_layer = attention + ffn_mats * dim * hidden + (2 * dim if norms else 0)
+    embeddings = (1 if tied else 2) * vocab_size * dim
+    return embeddings + n_layers * per_layer + (dim if final_norm else 0)
 
 
-def _swiglu_mistakes(x, gate, up, down):
-    """What the classic slips return, each with the sentence that explains it."""
-    g, u = x @ gate.T, x @ up.T                                       # (..., hidden)
-    yield (F.silu(u) * g) @ down.T, (
-        "gate and up are swapped: SiLU goes on the GATE projection, silu(x @ gate_weight.T), "
-        "and multiplies the plain up projection")
-    yield (F.relu(g) * u) @ down.T, "that is ReGLU (ReLU gate); SwiGLU gates with SiLU, F.silu"
-    yield (F.gelu(g) * u) @ down.T, "that is GEGLU (GELU gate); SwiGLU gates with SiLU, F.silu"
-    yield (torch.sigmoid(g) * u) @ down.T, (
-        "that is the original GLU (sigmoid gate); SwiGLU uses silu(g) = g * sigmoid(g)")
-    yield (g * u) @ down.T, "that is the Bilinear variant: no activation. Apply F.silu to the gate"
-    yield F.silu(g * u) @ down.T, (
-        "you applied SiLU after multiplying; apply it to the gate projection only, then "
-        "multiply: silu(gate) * up")
-    yield F.silu(g) @ down.T, "the up projection is missing: multiply silu(gate) by x @ up_weight.T"
-    yield F.silu(u) @ down.T, "the gate is missing: multiply silu(x @ gate_weight.T) by the up one"
-    yield (F.silu(x @ gate) * (x @ up)) @ down, (
-        "the weights are stored like nn.Linear's, (out_features, in_features): use x @ W.T "
-        "(or F.linear(x, W)), not x @ W")
+def _count_cases():
+    """(label, field values) on released shapes and random GQA shapes."""
+    for name in ("llama2-7b", "llama2-70b", "llama3-8b"):
+        config = PRESETS[name]
+        yield name, {field: getattr(config, field) for field in _FIELDS}
+    generator = rng(21)
+    for _ in range(3):
+        head_dim = int(torch.randint(2, 9, (1,), generator=generator)) * 8
+        n_kv = int(torch.randint(1, 5, (1,), generator=generator))
+        group = int(torch.randint(2, 5, (1,), generator=generator))
+        multiplier = (None, 1.3, 1.5)[int(torch.randint(0, 3, (1,), generator=generator))]
+        yield "a random GQA shape", {
+            "dim": head_dim * n_kv * group, "n_layers": int(torch.randint(1, 7, (1,),
+                                                                          generator=generator)),
+            "n_heads": n_kv * group, "n_kv_heads": n_kv,
+            "vocab_size": int(torch.randint(100, 5000, (1,), generator=generator)),
+            "multiple_of": (16, 64, 256)[int(torch.randint(0, 3, (1,), generator=generator))],
+            "ffn_dim_multiplier": multiplier}
 
 
-def _swiglu_cases():
-    generator = rng(6)
-    for label, shape, hidden in (("x of shape (4, 8), hidden 20", (4, 8), 20),
-                                 ("x of shape (2, 3, 6), hidden 16", (2, 3, 6), 16),
-                                 ("a square case, dim = hidden = 8", (5, 8), 8)):
-        dim = shape[-1]
-        x = torch.randn(*shape, generator=generator)
-        gate = torch.randn(hidden, dim, generator=generator) / math.sqrt(dim)
-        up = torch.randn(hidden, dim, generator=generator) / math.sqrt(dim)
-        down = torch.randn(dim, hidden, generator=generator) / math.sqrt(hidden)
-        yield label, x, gate, up, down
+def _count_mistakes(f: dict):
+    args = (f["dim"], f["n_layers"], f["n_heads"], f["n_kv_heads"], f["vocab_size"])
+    dim, head_dim = f["dim"], f["dim"] // f["n_heads"]
+    hidden = ffn_hidden_dim(dim, f["multiple_of"], f["ffn_dim_multiplier"])
+    plain = ffn_hidden_dim(dim, f["multiple_of"])
+    unrounded = int(2 * 4 * dim / 3)
+    if f["ffn_dim_multiplier"] is not None:
+        unrounded = int(f["ffn_dim_multiplier"] * unrounded)
+    yield (_count(*args, hidden, attention=4 * dim * dim),
+           "you counted k_proj and v_proj at full width (multi-head attention). With GQA they "
+           "map dim to n_kv_heads * head_dim: 2 * dim * dim + 2 * dim * n_kv_heads * head_dim")
+    yield (_count(*args, hidden, attention=2 * dim * dim + 2 * dim * f["n_kv_heads"] * dim),
+           "k_proj and v_proj map dim to n_kv_heads * head_dim, not n_kv_heads * dim "
+           "(head_dim = dim // n_heads)")
+    yield (_count(*args, hidden, attention=3 * dim * dim + dim * f["n_kv_heads"] * head_dim),
+           "both k_proj and v_proj shrink with GQA, not only one of them")
+    yield (_count(*args, plain),
+           "you ignored ffn_dim_multiplier: multiply the 2/3 * 4 * dim width by it (integer "
+           "part) before rounding up to multiple_of")
+    yield (_count(*args, f["multiple_of"] * (unrounded // f["multiple_of"])),
+           "you rounded the FFN width down; Llama rounds UP to a multiple of multiple_of")
+    yield (_count(*args, hidden, ffn_mats=2),
+           "SwiGLU has three matrices (gate, up, down), not two")
+    yield (_count(*args, hidden, norms=False, final_norm=False),
+           "you left out the RMSNorm gains: two of dim per layer and one final norm")
+    yield (_count(*args, hidden, final_norm=False),
+           "you left out the final norm's dim gains (Llama's model.norm)")
+    yield (_count(*args, hidden, tied=True),
+           "Llama 2's output layer is its own vocab_size x dim matrix, not tied to the "
+           "embedding: count both")
 
 
-def check_swiglu(fn) -> None:
-    """fn(x, gate_weight, up_weight, down_weight) -> down(silu(gate(x)) * up(x)), where each
-    weight is shaped like nn.Linear's: gate/up (hidden, dim), down (dim, hidden)."""
-    for label, x, gate, up, down in _swiglu_cases():
-        what = f"swiglu with {label}"
-        try:
-            out = call(fn, x.clone(), gate.clone(), up.clone(), down.clone(), what=what)
-        except AssertionError as error:
-            if "mat1 and mat2" in str(error) or "size of tensor" in str(error):
-                raise AssertionError(f"{error}. nn.Linear weights are (out_features, "
-                                     "in_features): use x @ W.T or F.linear(x, W)") from None
-            raise
-        expected = swiglu(x, gate, up, down)
-        if not isinstance(out, torch.Tensor):
-            raise AssertionError(f"{what} should return a torch.Tensor, got "
-                                 f"{type(out).__name__}")
-        if tuple(out.shape) != tuple(x.shape):
-            hidden = gate.shape[0]
-            hint = (" That is the hidden size: project back to dim with down_weight"
-                    if out.shape[-1:] == (hidden,) and hidden != x.shape[-1] else "")
-            raise AssertionError(f"{what} returned shape {tuple(out.shape)}, expected "
-                                 f"{tuple(x.shape)}, the shape of x.{hint}")
-        if _close(out, expected):
-            continue
-        for mistake, hint in _swiglu_mistakes(x, gate, up, down):
-            if _close(out, mistake):
-                raise AssertionError(f"{what}: {hint}")
-        worst = float((out.detach().double() - expected.double()).abs().max())
-        raise AssertionError(f"{what} is off by up to {worst:.3g}. Expected "
-                             "(silu(x @ gate_weight.T) * (x @ up_weight.T)) @ down_weight.T")
-    passed("swiglu is right: down(silu(gate(x)) * up(x)), the gate through SiLU, nn.Linear "
-           "weight layout")
-
-
-_HIDDEN_CASES = [  # dim, multiple_of, ffn_dim_multiplier, why the case is here
-    (4096, 256, None, "Llama 2 7B"),
-    (5120, 256, None, "Llama 2 13B"),
-    (8192, 4096, 1.3, "Llama 2 70B"),
-    (48, 16, None, "2/3 of 4*48 is 128, already a multiple of 16"),
-    (32, 16, None, "int(2 * 128 / 3) = 85, rounded up to 96"),
-    (4096, 1, None, "multiple_of=1: no rounding"),
-]
-
-
-def _hidden_mistakes(dim: int, multiple_of: int, multiplier: float | None):
-    """What the classic slips return for one case, each with its explanation."""
-    up = lambda h: multiple_of * math.ceil(h / multiple_of)  # noqa: E731
-    base = int(2 * 4 * dim / 3)
-    scaled = int(multiplier * base) if multiplier is not None else base
-    if multiplier is not None:
-        yield up(base), "you ignored ffn_dim_multiplier; multiply by it before rounding"
-        yield int(multiplier * up(base)), (
-            "you applied ffn_dim_multiplier after rounding; apply it to int(2 * 4 * dim / 3) "
-            "first, then round up")
-    yield up(4 * dim if multiplier is None else int(multiplier * 4 * dim)), (
-        "you kept 4 * dim: SwiGLU has three matrices, so Llama takes 2/3 of 4 * dim to keep "
-        "the parameter count of the two-matrix FFN")
-    yield multiple_of * (scaled // multiple_of), (
-        "you rounded down; Llama rounds UP to the next multiple: "
-        "multiple_of * ((hidden + multiple_of - 1) // multiple_of)")
-    yield multiple_of * round(scaled / multiple_of), (
-        "you rounded to the nearest multiple; Llama rounds UP (a ceiling)")
-    yield multiple_of * (scaled // multiple_of + 1), (
-        "you always add one more multiple; when hidden is already a multiple it must stay as "
-        "it is: multiple_of * ((hidden + multiple_of - 1) // multiple_of)")
-    yield 0, "int(2 / 3) is 0: compute int(2 * 4 * dim / 3), multiplying before dividing"
-
-
-def check_ffn_hidden_dim(fn) -> None:
-    """fn(dim, multiple_of, ffn_dim_multiplier=None) -> Llama's FFN hidden size (an int)."""
-    for dim, multiple_of, multiplier, why in _HIDDEN_CASES:
-        what = f"hidden size for dim={dim}, multiple_of={multiple_of}" + (
-            f", ffn_dim_multiplier={multiplier}" if multiplier is not None else "")
-        out = call(fn, dim, multiple_of, multiplier, what=what)
-        expected = ffn_hidden_dim(dim, multiple_of, multiplier)
-        if isinstance(out, torch.Tensor) and out.numel() == 1:
-            out = out.item()
-        if isinstance(out, float) and out == expected:
-            raise AssertionError(f"{what}: got {out!r}, a float; a layer size is a whole "
-                                 "number. Use integer maths (// or int())")
+def check_gqa_parameter_count(fn) -> None:
+    """fn(dim, n_layers, n_heads, n_kv_heads, vocab_size, multiple_of, ffn_dim_multiplier)
+    -> int, equal to count_parameters(LlamaConfig(...)) with untied embeddings."""
+    for label, fields in _count_cases():
+        expected = count_parameters(LlamaConfig(**fields))
+        shown = ", ".join(f"{k}={v}" for k, v in fields.items())
+        what = f"your count for {label} ({shown})"
+        out = call(fn, *(fields[k] for k in _FIELDS), what=what)
         expect(isinstance(out, numbers.Integral) and not isinstance(out, bool),
-               f"{what}: expected an int, got {type(out).__name__} {out!r}")
+               f"{what} should return an int, got {type(out).__name__} {out!r}; a count is "
+               "exact: use integer arithmetic and int() where the rule truncates")
         if out == expected:
             continue
-        for mistake, hint in _hidden_mistakes(dim, multiple_of, multiplier):
+        for mistake, hint in _count_mistakes(fields):
             if out == mistake:
-                raise AssertionError(f"{what} ({why}): expected {expected}, got {out}. {hint}")
-        if out % multiple_of:
-            raise AssertionError(f"{what} ({why}): expected {expected}, got {out}, which is not "
-                                 f"a multiple of {multiple_of}; round up to one")
-        raise AssertionError(f"{what} ({why}): expected {expected}, got {out}. The rule: "
-                             "h = int(2 * 4 * dim / 3); h = int(multiplier * h) if given; "
-                             "round h up to a multiple of multiple_of")
-    passed("the hidden-size rule is right: 4096 -> 11008, 5120 -> 13824, 70B's 8192 -> 28672")
+                raise AssertionError(f"{what}: {hint}")
+        raise AssertionError(f"{what} is {out:,}, expected {expected:,} (off by "
+                             f"{out - expected:+,}). Count embeddings, the output layer, per "
+                             "layer attention (GQA), the three FFN matrices and two norms, "
+                             "and the final norm")
+    passed("your count equals llama_edu's for Llama 2 7B and 70B, Llama 3 8B and random GQA "
+           "shapes, with the FFN multiplier")
+
+
+# ---- solving a released total for the FFN width ------------------------------------------
+
+
+def _width_cases():
+    for name in ("llama2-70b", "llama2-7b", "llama3-8b"):
+        yield name, PRESETS[name]
+    generator = rng(22)
+    n_kv = int(torch.randint(1, 4, (1,), generator=generator))
+    yield "a random GQA shape", LlamaConfig(
+        dim=32 * 2 * n_kv, n_layers=int(torch.randint(2, 6, (1,), generator=generator)),
+        n_heads=2 * n_kv, n_kv_heads=n_kv, vocab_size=int(torch.randint(300, 3000, (1,),
+                                                                        generator=generator)),
+        multiple_of=32, ffn_dim_multiplier=1.3)
+
+
+def _width_mistakes(total: int, c: LlamaConfig):
+    dim, layers = c.dim, c.n_layers
+    kv_dim = c.n_kv_heads * (dim // c.n_heads)
+    rest = 2 * c.vocab_size * dim + dim
+
+    def solve(attention, norms=2 * dim, mats=3, rest=rest):
+        return (total - rest - layers * (attention + norms)) / (mats * dim * layers)
+
+    yield (solve(4 * dim * dim),
+           "you took the attention to be multi-head (4 * dim * dim per layer); with GQA k_proj "
+           "and v_proj are dim x n_kv_heads * head_dim, so more of the total is left for the FFN")
+    yield (solve(2 * dim * dim + 2 * dim * kv_dim, mats=2),
+           "the FFN has three matrices of dim x hidden: divide by 3 * dim * n_layers")
+    yield (solve(2 * dim * dim + 2 * dim * kv_dim, norms=0, rest=2 * c.vocab_size * dim),
+           "you left out the norms' gains (2 * dim per layer and dim at the end) before "
+           "dividing")
+    yield (solve(2 * dim * dim + 2 * dim * kv_dim, rest=c.vocab_size * dim + dim),
+           "you subtracted the embedding once; the output layer is a second vocab_size x dim "
+           "matrix")
+    yield ((total - rest - (2 * dim * dim + 2 * dim * kv_dim + 2 * dim)) / (3 * dim),
+           "every one of the n_layers layers has its attention, norms and FFN: multiply the "
+           "per-layer terms by n_layers")
+
+
+def check_ffn_width(fn) -> None:
+    """fn(total, dim, n_layers, n_heads, n_kv_heads, vocab_size) -> the FFN width (an int)
+    that makes a Llama with untied embeddings hold `total` parameters."""
+    for label, config in _width_cases():
+        total = count_parameters(config)
+        args = (total, config.dim, config.n_layers, config.n_heads, config.n_kv_heads,
+                config.vocab_size)
+        what = (f"your width for {label} (total {total:,}, dim {config.dim}, "
+                f"{config.n_layers} layers, {config.n_heads} heads, {config.n_kv_heads} KV heads)")
+        out = call(fn, *args, what=what)
+        expected = config.ffn_hidden_dim
+        if isinstance(out, numbers.Real) and not isinstance(out, bool) and out != expected:
+            for mistake, hint in _width_mistakes(total, config):
+                if abs(out - mistake) < 1e-6 * max(1.0, abs(mistake)):
+                    raise AssertionError(f"{what} is {out:g}: {hint}")
+            raise AssertionError(f"{what} is {out!r}, expected {expected}. Subtract "
+                                 "everything that is not FFN, then divide by 3 * dim * n_layers")
+        expect(isinstance(out, numbers.Integral) and not isinstance(out, bool),
+               f"{what} should return an int, got {type(out).__name__} {out!r}; the width "
+               "divides exactly, so use // (or int()) for the last division")
+    passed("your width solves each total exactly: 28672 for Llama 2 70B, 11008 for 7B, "
+           "14336 for Llama 3 8B")

@@ -1,13 +1,16 @@
-"""Checks for lesson 03: write RMSNorm; say which norm is shift-invariant."""
+"""Checks for lesson 03: write RMSNorm; write a decoder block's forward, Pre-LN and Post-LN."""
 
 from __future__ import annotations
 
 import torch
 
-from ..norms import LayerNorm, RMSNorm, layer_norm, rms_norm
+from ..model import DecoderLayer, LlamaConfig
+from ..norms import rms_norm
+from ..numerics import tolerance
+from ..positions import RotaryEmbedding
 from ._common import call, expect, passed, rng
 
-__all__ = ["check_rmsnorm", "check_shift_invariant"]
+__all__ = ["check_rmsnorm", "check_decoder_block"]
 
 
 def _close(actual, expected: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
@@ -106,48 +109,117 @@ def check_rmsnorm(fn) -> None:
            "root, in float32, and keeps the input's dtype")
 
 
-_NORM_NAMES = {"layernorm": "layernorm", "ln": "layernorm", "rmsnorm": "rmsnorm",
-               "rms": "rmsnorm", "both": "both", "neither": "neither", "none": "neither"}
+# ---- a decoder block's forward: where the norms go ----------------------------------------
 
 
-def _normalise_answer(answer) -> str | None:
-    if answer in (LayerNorm, torch.nn.LayerNorm, layer_norm):
-        return "layernorm"
-    if answer in (RMSNorm, getattr(torch.nn, "RMSNorm", None), rms_norm):
-        return "rmsnorm"
-    if not isinstance(answer, str):
-        return None
-    key = "".join(ch for ch in answer.lower() if ch.isalnum())
-    return _NORM_NAMES.get(key)
+def _block_mistakes(x, attn, ffn, attn_norm, ffn_norm, placement):
+    """What the classic slips return for one placement, each with its sentence."""
+    if placement == "pre":
+        h = x + attn(attn_norm(x))
+        yield (_post(x, attn, ffn, attn_norm, ffn_norm),
+               "for placement='pre' you wrote Post-LN (Norm after the residual sum). Pre-LN "
+               "normalises only the sub-layer's input: h = x + attn(attn_norm(x))")
+        normed = attn_norm(x)
+        h_bad = normed + attn(normed)
+        yield (h_bad + ffn(ffn_norm(h_bad)),
+               "the residual must carry x itself, not attn_norm(x): h = x + attn(attn_norm(x)). "
+               "Pre-LN leaves the residual stream un-normalised")
+        yield (h + ffn(attn_norm(h)),
+               "the FFN's input goes through the block's second norm, ffn_norm(h), not attn_norm "
+               "again: each sub-layer has its own gain")
+        yield (h + ffn(ffn_norm(x)),
+               "your FFN reads x, so attention and FFN run side by side (GPT-J's parallel "
+               "block). Llama's block is sequential: out = h + ffn(ffn_norm(h))")
+        yield (ffn(ffn_norm(h)),
+               "you dropped the FFN's residual connection: out = h + ffn(ffn_norm(h))")
+        yield (h + ffn(ffn_norm(h)) + x,
+               "x was added twice: h already contains it, so out = h + ffn(ffn_norm(h))")
+    else:
+        yield (_pre(x, attn, ffn, attn_norm, ffn_norm),
+               "for placement='post' you wrote Pre-LN. Post-LN normalises after the residual "
+               "sum: h = attn_norm(x + attn(x)); out = ffn_norm(h + ffn(h))")
+        h = attn_norm(x + attn(x))
+        yield (h + ffn(ffn_norm(h)),
+               "only the attention half is Post-LN: the FFN half must also normalise after its "
+               "sum, out = ffn_norm(h + ffn(h))")
+        yield (ffn_norm(h + ffn(attn_norm(h))),
+               "in Post-LN the sub-layers read the stream as it is: out = ffn_norm(h + ffn(h)), "
+               "with no norm on the FFN's input")
+        h_bad = x + attn_norm(attn(x))
+        yield (h_bad + ffn_norm(ffn(h_bad)),
+               "you normalised the sub-layer's output before adding it; Post-LN normalises the "
+               "sum: h = attn_norm(x + attn(x))")
+        yield (ffn_norm(ffn(attn_norm(attn(x)))),
+               "you dropped the residual connections: h = attn_norm(x + attn(x)), "
+               "out = ffn_norm(h + ffn(h))")
+        yield (ffn_norm(h + ffn(x)),
+               "the FFN reads h (the normalised stream after attention), not x")
 
 
-def check_shift_invariant(answer) -> None:
-    """answer: which norm gives the same output when a constant is added to every entry of
-    the input vector: "layernorm", "rmsnorm", "both" or "neither" (or a function that
-    returns one of them)."""
-    choice = _normalise_answer(answer)
-    if choice is None and callable(answer):           # a function that returns the answer
-        answer = call(answer, what="your answer function")
-        choice = _normalise_answer(answer)
-    expect(choice is not None,
-           f"answer with one of 'layernorm', 'rmsnorm', 'both' or 'neither', got {answer!r}")
-    x = torch.randn(4, 32, generator=rng(5), dtype=torch.float64)
-    gap_rms = float((rms_norm(x + 5.0) - rms_norm(x)).abs().max())
-    gap_ln = float((layer_norm(x + 5.0) - layer_norm(x)).abs().max())
-    evidence = (f"adding 5 to every entry moves RMSNorm's output by up to {gap_rms:.2f} and "
-                f"LayerNorm's by {gap_ln:.1e}")
-    if choice == "rmsnorm":
+def _pre(x, attn, ffn, attn_norm, ffn_norm):
+    h = x + attn(attn_norm(x))
+    return h + ffn(ffn_norm(h))
+
+
+def _post(x, attn, ffn, attn_norm, ffn_norm):
+    h = attn_norm(x + attn(x))
+    return ffn_norm(h + ffn(h))
+
+
+def _block_cases():
+    generator = rng(6)
+    for placement in ("pre", "post"):
+        for label, shape, norm_type in (("a (2, 7, 32) batch", (2, 7), "rmsnorm"),
+                                        ("one token", (1, 1), "rmsnorm"),
+                                        ("LayerNorm norms, (3, 5)", (3, 5), "layernorm")):
+            yield placement, label, shape, norm_type, generator
+
+
+def check_decoder_block(fn) -> None:
+    """fn(x, attn, ffn, attn_norm, ffn_norm, placement) -> the block's output, equal to
+    llama_edu.model.DecoderLayer with norm_placement=placement ("pre" or "post")."""
+    for placement, label, (batch, seq), norm_type, generator in _block_cases():
+        cfg = LlamaConfig.from_preset("micro", norm_placement=placement, norm_type=norm_type)
+        with torch.random.fork_rng(devices=[]):     # leave the learner's global seed alone
+            layer = DecoderLayer(cfg).eval()
+        with torch.no_grad():                       # distinct gains, so the two norms differ
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.copy_(torch.rand(cfg.dim, generator=generator) + 0.5)
+                if getattr(norm, "bias", None) is not None:
+                    norm.bias.copy_(torch.randn(cfg.dim, generator=generator) * 0.3)
+            for module in layer.modules():          # std 0.02 would make the sub-layers tiny
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.normal_(0, cfg.dim ** -0.5, generator=generator)
+        x = torch.randn(batch, seq, cfg.dim, generator=generator) * 2 + 0.5
+        cos, sin = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)(
+            torch.arange(seq))
+
+        def attn(h, layer=layer, cos=cos, sin=sin):
+            return layer.self_attn(h, cos, sin, None, True)
+
+        parts = (attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm)
+        what = f"your block with placement={placement!r} on {label}"
+        with torch.no_grad():
+            expected = layer(x, cos, sin, None, True)
+            out = call(fn, x.clone(), *parts, placement, what=what)
+            if not isinstance(out, torch.Tensor):
+                raise AssertionError(f"{what} should return a torch.Tensor, got "
+                                     f"{type(out).__name__}")
+            if tuple(out.shape) != tuple(x.shape):
+                raise AssertionError(f"{what} returned shape {tuple(out.shape)}, expected "
+                                     f"{tuple(x.shape)}, the shape of x")
+            # fp32, three chained steps per sub-layer (norm, projections, residual sum)
+            tol = tolerance(torch.float32, reduction=cfg.ffn_hidden_dim, depth=8,
+                            scale=float(expected.abs().max()))
+            if torch.allclose(out, expected, **tol):
+                continue
+            for mistake, hint in _block_mistakes(x, *parts, placement):
+                if torch.allclose(out, mistake, **tol):
+                    raise AssertionError(f"{what}: {hint}")
+        worst = float((out - expected).abs().nan_to_num(1e30).max())
         raise AssertionError(
-            f"not RMSNorm: {evidence}. RMSNorm divides by sqrt(mean(x^2)), and a shift changes "
-            "both x and that root-mean-square, so it does not cancel. It is invariant to "
-            "SCALING only (rms_norm(a * x) = rms_norm(x) for a > 0)")
-    if choice == "both":
-        raise AssertionError(
-            f"only one of them is: {evidence}. Both are scale-invariant, but only the one that "
-            "subtracts the mean first removes a shift")
-    if choice == "neither":
-        raise AssertionError(
-            f"one of them is: {evidence}. Which one subtracts mean(x) before dividing? "
-            "(x + c) - mean(x + c) = x - mean(x)")
-    passed(f"right: LayerNorm subtracts the mean, so a shift cancels ({evidence}); "
-           "RMSNorm keeps only the scale invariance")
+            f"{what} is off by up to {worst:.3g}. Pre-LN: h = x + attn(attn_norm(x)), "
+            "out = h + ffn(ffn_norm(h)); Post-LN: h = attn_norm(x + attn(x)), "
+            "out = ffn_norm(h + ffn(h))")
+    passed("your block matches DecoderLayer in both placements: Pre-LN normalises each "
+           "sub-layer's input, Post-LN each residual sum")

@@ -1,4 +1,5 @@
-"""Checks for lesson 02: the RoPE rotation of one pair, and the ALiBi slopes."""
+"""Checks for lesson 02: the RoPE rotation of one pair, the ALiBi slopes, and ALiBi's whole
+attention bias for any head count."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import math
 
 import torch
 
-from ..positions import alibi_slopes
-from ._common import call, expect_tensor, passed, rng
+from ..positions import alibi_bias, alibi_slopes
+from ._common import call, expect, expect_tensor, passed, rng
 
-__all__ = ["check_rope_pair", "check_alibi_slopes"]
+__all__ = ["check_rope_pair", "check_alibi_slopes", "check_alibi_mask"]
 
 
 def _close(actual, expected: torch.Tensor) -> bool:
@@ -146,3 +147,90 @@ def check_alibi_slopes(fn) -> None:
         expect_tensor(out, expected, what, hint=hint or "one slope per head, a 1-D tensor")
     passed("alibi_slopes matches the paper for powers of two (8 heads: 1/2 ... 1/256) and "
            "for 3, 5, 6, 12 and 24 heads")
+
+
+# ---------------------------------------------------------------------------------------
+# ALiBi: the whole additive mask, any head count, queries after a cache
+
+
+def _alibi_reference(slopes: torch.Tensor, seq_len: int, start_pos: int) -> torch.Tensor:
+    """The model's own mask (Llama._alibi_mask): the paper's -slope * (i - j) for keys at or
+    before the query, -inf after it."""
+    from ..model import Llama, LlamaConfig
+
+    n_heads = slopes.numel()
+    config = LlamaConfig.from_preset("micro", dim=4 * n_heads, n_heads=n_heads,
+                                     n_kv_heads=n_heads, pos_encoding="alibi")
+    with torch.device("meta"):
+        model = Llama(config)
+    h = torch.zeros(1, seq_len, config.dim)
+    return model._alibi_mask(seq_len, start_pos, None, h)
+
+
+def _alibi_mask_mistakes(slopes, seq_len, start_pos):
+    kv_len = start_pos + seq_len
+    q = torch.arange(start_pos, kv_len)[:, None]
+    k = torch.arange(kv_len)[None, :]
+    distance = (q - k).float()                                   # (seq, kv_len)
+    s = slopes.float()[:, None, None]
+    future = (k > q)[None]
+    inf = float("-inf")
+    yield ((s * distance).masked_fill(future, inf),
+           "the sign is flipped: ALiBi SUBTRACTS slope * (i - j), so far keys get a more "
+           "negative score")
+    yield (-s * distance,
+           "keys after the query must be hidden with -inf (the causal mask); yours get a "
+           "positive bonus")
+    yield ((-s * distance).masked_fill(future, 0.0),
+           "a 0 leaves future keys visible to the softmax; fill them with float('-inf')")
+    yield (-s * distance.abs(),
+           "you used |i - j| and left the future keys visible; ALiBi is causal: -inf after "
+           "the query")
+    yield ((-s * distance).masked_fill((k >= q)[None], inf),
+           "the query's own position is a visible key with bias 0: mask only j > i")
+    q0 = torch.arange(seq_len)[:, None]
+    yield ((-s * (q0 - k).float()).masked_fill((k > q0)[None], inf),
+           "the queries sit at positions start_pos .. start_pos + seq_len - 1 (after the "
+           "cached keys), not at 0 .. seq_len - 1")
+
+
+def check_alibi_mask(fn) -> None:
+    """fn(slopes, seq_len, start_pos) -> (n_heads, seq_len, start_pos + seq_len) float mask:
+    -slope_h * (i - j) for key j <= query i, -inf for j > i, queries at start_pos + 0.."""
+    generator = rng(11)
+    cases = [(8, 6, 0), (12, 5, 0), (1, 4, 3), (5, 1, 7)]
+    extra = int(torch.randint(2, 7, (1,), generator=generator))
+    cases.append((extra, int(torch.randint(2, 6, (1,), generator=generator)),
+                  int(torch.randint(0, 5, (1,), generator=generator))))
+    for n_heads, seq_len, start_pos in cases:
+        slopes = alibi_slopes(n_heads)
+        what = (f"alibi_mask with {n_heads} heads, seq_len {seq_len}, start_pos {start_pos}")
+        out = call(fn, slopes.clone(), seq_len, start_pos, what=what)
+        expected = _alibi_reference(slopes, seq_len, start_pos)
+        # the paper's formula, written out: the model and the formula must agree too
+        positions = torch.arange(start_pos + seq_len)
+        paper = alibi_bias(slopes, positions[start_pos:], positions).masked_fill(
+            positions[None, None, :] > positions[start_pos:, None][None], float("-inf"))
+        assert torch.equal(expected, paper), "the package's ALiBi mask left the paper's formula"
+        expect(isinstance(out, torch.Tensor),
+               f"{what} should return a torch.Tensor, got {type(out).__name__}")
+        expect(tuple(out.shape) == tuple(expected.shape),
+               f"{what} returned shape {tuple(out.shape)}, expected {tuple(expected.shape)}: "
+               "(n_heads, seq_len, start_pos + seq_len), one row per new query and one column "
+               "per key, cached ones included")
+        expect(out.is_floating_point(), f"{what} should be a float tensor (an additive mask), "
+               f"got {out.dtype}")
+        out = out.detach().float()
+        hidden = torch.isinf(expected)
+        if torch.equal(torch.isinf(out) & (out < 0), hidden) and torch.allclose(
+                out[~hidden], expected[~hidden], atol=1e-6, rtol=1e-6):
+            continue
+        for wrong, hint in _alibi_mask_mistakes(slopes, seq_len, start_pos):
+            if wrong.shape == out.shape and torch.equal(torch.isinf(wrong), torch.isinf(out)) \
+                    and torch.allclose(out[~torch.isinf(out)], wrong[~torch.isinf(wrong)],
+                                       atol=1e-6):
+                raise AssertionError(f"{what}: {hint}")
+        raise AssertionError(f"{what} differs from -slope_h * (i - j) with -inf for j > i, "
+                             "queries at start_pos .. start_pos + seq_len - 1")
+    passed("alibi_mask equals the model's ALiBi mask (and the paper's formula) for 1, 5, 8 and "
+           "12 heads, with and without cached keys")

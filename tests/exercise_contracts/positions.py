@@ -41,6 +41,40 @@ def alibi_ok(n_heads):
     return torch.tensor(slopes)
 
 
+# ---- the whole ALiBi mask ----------------------------------------------------------------
+
+
+def alibi_mask_ok(slopes, seq_len, start_pos):
+    q = torch.arange(start_pos, start_pos + seq_len)[:, None]        # (seq, 1)
+    k = torch.arange(start_pos + seq_len)[None, :]                    # (1, kv_len)
+    bias = -slopes[:, None, None] * (q - k)                           # (h, seq, kv_len)
+    return bias.masked_fill(k > q, float("-inf"))
+
+
+def alibi_mask_loops(slopes, seq_len, start_pos):
+    out = torch.empty(len(slopes), seq_len, start_pos + seq_len)
+    for h, slope in enumerate(slopes.tolist()):
+        for row in range(seq_len):
+            i = start_pos + row
+            for j in range(start_pos + seq_len):
+                out[h, row, j] = -slope * (i - j) if j <= i else float("-inf")
+    return out
+
+
+def _mask_variant(sign=-1.0, fill=float("-inf"), absolute=False, diagonal=False, offset=True,
+                  mask=True):
+    def alibi_mask(slopes, seq_len, start_pos):
+        q = torch.arange(start_pos if offset else 0, (start_pos if offset else 0) + seq_len)
+        q = q[:, None]
+        k = torch.arange(start_pos + seq_len)[None, :]
+        d = (q - k).float().abs() if absolute else (q - k).float()
+        bias = sign * slopes[:, None, None] * d
+        if not mask:
+            return bias
+        return bias.masked_fill(k >= q if diagonal else k > q, fill)
+    return alibi_mask
+
+
 CONTRACTS = {
     "check_rope_pair": Contract(references=[rope_pair_ok], mistakes=[
         (lambda p, m, i, d, t=1e4: rotate(p, m * t ** (-2 * i / d), sign=-1.0), "clockwise"),
@@ -72,5 +106,15 @@ CONTRACTS = {
         (lambda n: alibi_ok(n)[None], r"returned shape \(1, 8\), expected \(8,\)"),
         (lambda n: alibi_ok(n) * 3,                                        # no known slip
          r"expected \[0\.5, 0\.25, .*got \[1\.5, 0\.75"),
+    ]),
+    "check_alibi_mask": Contract(references=[alibi_mask_ok, alibi_mask_loops], mistakes=[
+        (_mask_variant(sign=1.0), "the sign is flipped"),
+        (_mask_variant(mask=False), "get a positive bonus"),
+        (_mask_variant(fill=0.0), "a 0 leaves future keys visible"),
+        (_mask_variant(absolute=True, mask=False), r"you used \|i - j\|"),
+        (_mask_variant(diagonal=True), "mask only j > i"),
+        (_mask_variant(offset=False), "the queries sit at positions start_pos"),
+        (lambda s, n, p: alibi_mask_ok(s, n, p)[:, :, p:], "returned shape"),
+        (lambda s, n, p: alibi_mask_ok(s, n, p).tolist(), "should return a torch.Tensor"),
     ]),
 }
