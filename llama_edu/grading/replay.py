@@ -97,7 +97,7 @@ def rebuild_error(info) -> Exception:
     if not isinstance(info, dict):
         raise RecordError("a recorded exception is not described")
     name, message = str(info.get("type", "Exception")), str(info.get("message", ""))
-    if name == "ForbiddenCall":         # the checks' own kind, which `call` passes through
+    if name == "ForbiddenCall":         # the checks' own kind, which `call` reports as a failure
         return ForbiddenCall(message)
     base = Exception
     for candidate in info.get("bases", []) if isinstance(info.get("bases"), list) else []:
