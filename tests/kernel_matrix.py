@@ -20,6 +20,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +30,11 @@ THREADS = (1, 2)
 
 
 def run(capability: str, threads: int, extra: list[str]) -> tuple[int, float, str]:
+    # inductor's cache keys (its precompiled header included) do not record the ATen
+    # capability, so each capability compiles into a cache of its own
+    cache = Path(tempfile.gettempdir()) / f"llama_edu_inductor_{capability}"
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+               MKL_NUM_THREADS=str(threads), TORCHINDUCTOR_CACHE_DIR=str(cache))
     probe = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
                                "torch.get_num_threads())"],
