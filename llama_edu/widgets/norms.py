@@ -39,6 +39,7 @@ def draw_norm_distributions(shift: float = 0.0, scale: float = 1.0, dim: int = 6
         mean, rms = float(flat.mean()), float(np.sqrt((flat ** 2).mean()))
         ax.hist(flat, bins=60, color=color, alpha=0.8)
         ax.axvline(mean, color="black", linestyle="--", linewidth=1)
+        mean = mean if abs(mean) >= 0.005 else 0.0     # rounding's -1e-9 shows as +0.00
         viz.label(ax, f"{name}\nmean {mean:+.2f}, RMS {rms:.2f}", "activation value",
                   "count (entries)")
     axes[1].set_xlim(-8, 8)
