@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..numerics import tolerance
+
 _GRADING_SEED: int | None = None   # None: a learner's session; else the grader's fresh seed
 
 
@@ -99,9 +101,41 @@ def call(fn: Callable, *args, what: str, forbidden: tuple[str, ...] = (), **kwar
         raise AssertionError(f"{what} raised {type(error).__name__}: {error}") from None
 
 
-def expect_tensor(actual, expected: torch.Tensor, what: str, hint: str = "",
-                  atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    """Type, shape, dtype kind and values of a tensor, each with its own message."""
+def _rounding_dtype(*tensors) -> torch.dtype:
+    """The least precise floating dtype among `tensors`: the one whose rounding shows."""
+    floats = [t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return max(floats or [torch.float32], key=lambda d: torch.finfo(d).eps)
+
+
+def close_tolerance(actual, expected: torch.Tensor, *, reduction: int = 1,
+                    depth: int = 1) -> dict[str, float]:
+    """`rtol`/`atol` for a learner's result against the reference: `numerics.tolerance` for
+    the less precise of the two dtypes, the longest sum inside one step (`reduction`) and
+    the number of chained steps (`depth`), scaled by the reference's magnitude."""
+    scale = float(expected.detach().abs().nan_to_num(0, 0, 0).max()) if expected.numel() else 1.0
+    return tolerance(_rounding_dtype(actual, expected), reduction=reduction, depth=depth,
+                     scale=max(scale, 1.0))
+
+
+def close(actual, expected: torch.Tensor, *, reduction: int = 1, depth: int = 1,
+          equal_nan: bool = False) -> bool:
+    """Whether `actual` is a tensor of `expected`'s shape within rounding of it (see
+    `close_tolerance`)."""
+    if not isinstance(actual, torch.Tensor) or tuple(actual.shape) != tuple(expected.shape):
+        return False
+    tol = close_tolerance(actual, expected, reduction=reduction, depth=depth)
+    return torch.allclose(actual.detach().double(), expected.detach().double(), **tol,
+                          equal_nan=equal_nan)
+
+
+def expect_tensor(actual, expected: torch.Tensor, what: str, hint: str = "", *,
+                  reduction: int = 1, depth: int = 1, atol: float | None = None,
+                  rtol: float | None = None) -> None:
+    """Type, shape, dtype kind and values of a tensor, each with its own message.
+
+    The values must agree within rounding: `close_tolerance(reduction=, depth=)` describes
+    the computation (the longest sum in one step, the number of chained steps); `atol` and
+    `rtol` override it where a check knows better."""
     if not isinstance(actual, torch.Tensor):
         raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
     if tuple(actual.shape) != tuple(expected.shape):
@@ -114,10 +148,13 @@ def expect_tensor(actual, expected: torch.Tensor, what: str, hint: str = "",
         expect(wrong == 0, f"{what}: {wrong} of {expected.numel()} entries are wrong"
                + (f". {hint}" if hint else ""))
         return
+    tol = close_tolerance(actual, expected, reduction=reduction, depth=depth)
+    atol = tol["atol"] if atol is None else atol
+    rtol = tol["rtol"] if rtol is None else rtol
     actual = actual.detach().to(torch.float64)
     expected = expected.detach().to(torch.float64)
     if not torch.allclose(actual, expected, atol=atol, rtol=rtol, equal_nan=False):
         diff = (actual - expected).abs()
         diff = torch.where(torch.isnan(diff), torch.full_like(diff, float("inf")), diff)
         raise AssertionError(f"{what} is off by up to {float(diff.max()):.3g} "
-                             f"(tolerance {atol:g})" + (f". {hint}" if hint else ""))
+                             f"(tolerance {atol:.2g})" + (f". {hint}" if hint else ""))

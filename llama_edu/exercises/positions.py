@@ -7,16 +7,20 @@ import math
 
 import torch
 
+from ..numerics import rope_tolerance
 from ..positions import alibi_bias, alibi_slopes
-from ._common import call, expect, expect_tensor, passed, rng
+from ._common import call, close, close_tolerance, expect, expect_tensor, passed, rng
 
 __all__ = ["check_rope_pair", "check_alibi_slopes", "check_alibi_mask"]
 
 
-def _close(actual, expected: torch.Tensor) -> bool:
+def _close(actual, expected: torch.Tensor, tol: dict | None = None) -> bool:
+    """Within rounding: `tol` (rtol/atol) where the check knows the computation, else one
+    elementwise step in the less precise dtype (`_common.close`)."""
+    if tol is None:
+        return close(actual, expected)
     return (isinstance(actual, torch.Tensor) and actual.shape == expected.shape
-            and torch.allclose(actual.detach().double(), expected.double(), atol=1e-5,
-                               rtol=1e-5))
+            and torch.allclose(actual.detach().double(), expected.double(), **tol))
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,17 +75,22 @@ def check_rope_pair(fn) -> None:
                 f"head_dim={head_dim}, rope_theta={rope_theta:g})")
         out = call(fn, pair.clone(), position, i, head_dim, rope_theta, what=what)
         expected = _rope_pair_reference(pair, position, i, head_dim, rope_theta)
-        if _close(out, expected):
+        # the angle position * theta^(-2i/d) may be computed in float32: its rounding grows
+        # with the position and ln(theta) (numerics.rope_tolerance)
+        tol = rope_tolerance(position, rope_theta, scale=float(pair.abs().max()),
+                             dtype=torch.float32)
+        if _close(out, expected, tol):
             continue
         hint = next((h for wrong, h in _rope_pair_mistakes(pair, position, i, head_dim,
                                                            rope_theta)
-                     if _close(out, wrong)), "")
+                     if _close(out, wrong, tol)), "")
         if isinstance(out, torch.Tensor) and out.shape == expected.shape:
             got = out.detach().reshape(-1, 2)[0].tolist()
             want = expected.reshape(-1, 2)[0].tolist()
             hint = (f"first pair: expected ({want[0]:.4f}, {want[1]:.4f}), got "
                     f"({got[0]:.4f}, {got[1]:.4f})" + (f": {hint}" if hint else ""))
-        expect_tensor(out, expected, what, hint=hint or "return the pair with the same shape, "
+        expect_tensor(out, expected, what, atol=tol["atol"], rtol=tol["rtol"],
+                      hint=hint or "return the pair with the same shape, "
                       "the last dimension holding the two rotated values")
     passed("rope_pair rotates each pair by position * theta_i, counter-clockwise, for every "
            "position, frequency and rope_theta tried")
@@ -222,13 +231,15 @@ def check_alibi_mask(fn) -> None:
                f"got {out.dtype}")
         out = out.detach().float()
         hidden = torch.isinf(expected)
+        # one product slope * distance per entry: a single rounding in float32
+        tol = close_tolerance(out, expected[~hidden])
         if torch.equal(torch.isinf(out) & (out < 0), hidden) and torch.allclose(
-                out[~hidden], expected[~hidden], atol=1e-6, rtol=1e-6):
+                out[~hidden], expected[~hidden], **tol):
             continue
         for wrong, hint in _alibi_mask_mistakes(slopes, seq_len, start_pos):
             if wrong.shape == out.shape and torch.equal(torch.isinf(wrong), torch.isinf(out)) \
                     and torch.allclose(out[~torch.isinf(out)], wrong[~torch.isinf(wrong)],
-                                       atol=1e-6):
+                                       **tol):
                 raise AssertionError(f"{what}: {hint}")
         raise AssertionError(f"{what} differs from -slope_h * (i - j) with -inf for j > i, "
                              "queries at start_pos .. start_pos + seq_len - 1")
