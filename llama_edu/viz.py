@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from functools import cache
 from html import escape
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -23,9 +24,16 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
 # Fonts with Chinese glyphs. Those installed are added after the Latin font, and matplotlib
 # (3.6 and later) falls back to them glyph by glyph, so Chinese labels draw as characters.
-CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
-             "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC", "SimHei",
-             "Arial Unicode MS")
+# The course ships one (assets/fonts: a subset of Noto Sans CJK SC under the SIL Open Font
+# License, see its PROVENANCE.md), registered here, so a fresh machine needs none installed.
+SHIPPED_CJK_FONT = Path(__file__).resolve().parent.parent / "assets" / "fonts" / \
+    "LlamaEduCJK-Regular.otf"
+SHIPPED_CJK_FAMILY = "Llama Edu CJK"
+if SHIPPED_CJK_FONT.is_file():
+    font_manager.fontManager.addfont(str(SHIPPED_CJK_FONT))
+CJK_FONTS = (SHIPPED_CJK_FAMILY, "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC",
+             "WenQuanYi Zen Hei", "Microsoft YaHei", "PingFang SC", "Hiragino Sans GB", "Heiti SC",
+             "SimHei", "Arial Unicode MS")
 
 
 @cache

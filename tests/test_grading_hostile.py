@@ -19,7 +19,8 @@ import pytest
 from llama_edu import assignments
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 10           # seconds per cell: the endless loops' budget
+TIMEOUT = 20           # seconds per cell: the endless loops' budget (the setup cell imports torch,
+                       # which takes over 10 s on a 2-core machine busy with other work)
 BOUND = 150            # seconds the grader may take for one submission, whatever it does
 
 CAUSAL_OK = ("def my_causal_mask(q_len, kv_len):\n"
