@@ -58,6 +58,20 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    """A Chinese lesson (notebooks/zh/) runs with its checks' feedback in Chinese, as in
+    JupyterLab (where the kernel learns the notebook's path); set before nbval starts the
+    notebook's kernel, which inherits it."""
+    import os
+
+    if _is_notebook_cell(item) and "zh" in Path(str(item.fspath)).parts:
+        os.environ["LLAMA_EDU_LANG"] = "zh_CN"
+    else:
+        os.environ.pop("LLAMA_EDU_LANG", None)   # everything else reads English
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     yield
     outputs = getattr(item, "test_outputs", None)

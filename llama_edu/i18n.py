@@ -307,6 +307,61 @@ def translate_notebook(notebook, table: dict[str, str], language: str = LANGUAGE
     return translated
 
 
+# ---------------------------------------------------------------------------------------
+# exercise feedback: each English piece of a check's messages, translated where it is read
+
+EXERCISES = Path(__file__).resolve().parent / "exercises"
+FEEDBACK_DOMAIN = "exercises"
+
+
+def feedback_pieces(path: Path) -> list[str]:
+    """The English pieces of one exercises module's messages: every string literal, and
+    every literal part of an f-string, that holds a word and a space (docstrings aside).
+    A message is put together from them and from values, so translating each piece
+    translates the message."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    pieces: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in docstrings or not isinstance(node, ast.Constant):
+            continue
+        text = node.value
+        if isinstance(text, str) and " " in text.strip() and re.search(r"[A-Za-z]{2}", text) \
+                and text not in pieces:
+            pieces.append(text)
+    return pieces
+
+
+def feedback_template() -> Catalog:
+    catalog = Catalog(project="llama-edu", domain=FEEDBACK_DOMAIN, charset="utf-8")
+    for path in sorted(EXERCISES.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for piece in feedback_pieces(path):
+            location = (f"llama_edu/exercises/{path.name}", 0)
+            if piece in catalog:
+                catalog[piece].locations.append(location)
+            else:
+                catalog.add(piece, locations=[location])
+    return catalog
+
+
+def update_feedback_catalog(language: str = LANGUAGE) -> Catalog:
+    path = catalog_path(FEEDBACK_DOMAIN, language)
+    if path.exists():
+        catalog = read_catalog(path)
+        catalog.update(feedback_template(), update_header_comment=False)
+    else:
+        catalog = Catalog(locale=language, project="llama-edu", domain=FEEDBACK_DOMAIN,
+                          charset="utf-8")
+        catalog.update(feedback_template())
+    write_catalog(catalog, path)
+    return catalog
+
+
 def lessons() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
@@ -338,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     for lesson, total, stale in build(args.language, args.lessons or None):
         state = "up to date" if not stale else f"{stale} untranslated or stale"
         print(f"{lesson}: {total} messages, {state}")
+    feedback = update_feedback_catalog(args.language)
+    print(f"exercise feedback: {len([m for m in feedback if m.id])} pieces, "
+          f"{len(stale_messages(feedback))} untranslated or stale")
     return 0
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from llama_edu import i18n
 
-CATALOGS = sorted((i18n.LOCALES / i18n.LANGUAGE / "LC_MESSAGES").glob("*.po"))
-TRANSLATED = [p.stem for p in CATALOGS]
+CATALOGS = sorted((i18n.LOCALES / i18n.LANGUAGE / "LC_MESSAGES").glob("[0-9][0-9]_*.po"))
+TRANSLATED = [p.stem for p in CATALOGS if p.stem != i18n.FEEDBACK_DOMAIN]
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,3 +163,71 @@ def test_glossary_terms_come_with_their_english_at_first_use(lesson):
 def test_every_chinese_notebook_has_a_catalog():
     built = sorted(p.stem for p in i18n.OUTPUT[i18n.LANGUAGE].glob("[0-9][0-9]_*.ipynb"))
     assert built == TRANSLATED
+
+
+# ---------------------------------------------------------------------------------------
+# exercise feedback in Chinese
+
+def _checks_of(lesson: str) -> set[str]:
+    import re
+
+    english = nbformat.read(i18n.NOTEBOOKS / f"{lesson}.ipynb", as_version=4)
+    return {name for cell in english.cells if cell.cell_type == "code"
+            for name in re.findall(r"\b(check_\w+)\(", cell.source)}
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+@pytest.mark.parametrize("lesson", TRANSLATED)
+def test_the_feedback_of_a_translated_lessons_checks_is_translated(lesson):
+    from llama_edu import exercises
+
+    modules = {getattr(exercises, name).__module__.rsplit(".", 1)[-1] for name in
+               _checks_of(lesson)} | {"_common"}
+    catalog = i18n.read_catalog(i18n.catalog_path(i18n.FEEDBACK_DOMAIN))
+    assert {m.id for m in i18n.feedback_template() if m.id} <= {m.id for m in catalog if m.id}, \
+        "the feedback catalog is behind the checks: run `python -m llama_edu.i18n`"
+    stale = [m.id for m in catalog if m.id and (not m.string or m.fuzzy)
+             and any(loc.endswith(f"/{module}.py") for loc, _ in m.locations
+                     for module in modules)]
+    assert not stale, (f"{lesson}'s checks ({', '.join(sorted(modules))}) have "
+                       f"{len(stale)} untranslated or stale feedback pieces:\n"
+                       + "\n".join(f"  - {s!r}" for s in stale[:20]))
+
+
+@pytest.mark.parametrize("lesson", TRANSLATED)
+def test_each_classic_mistake_is_explained_in_chinese(lesson, monkeypatch, capsys):
+    from exercise_contracts import CONTRACTS
+
+    from llama_edu import exercises
+
+    monkeypatch.setenv("LLAMA_EDU_LANG", "zh_CN")
+    for name in sorted(_checks_of(lesson)):
+        check, contract = getattr(exercises, name), CONTRACTS[name]
+        check(contract.references[0])
+        assert _has_cjk(capsys.readouterr().out), f"{name}'s success line is not in Chinese"
+        seen = {}
+        for k, (wrong, _) in enumerate(contract.mistakes):
+            with pytest.raises(AssertionError) as caught:
+                check(wrong)
+            message = str(caught.value)
+            assert _has_cjk(message), f"{name}, mistake {k}: not in Chinese:\n{message}"
+            assert message not in seen, f"{name}: mistakes {seen.get(message)} and {k} read alike"
+            seen[message] = k
+
+
+def test_the_language_follows_the_notebook_or_the_variable(monkeypatch):
+    from llama_edu.exercises._language import language, localize
+
+    monkeypatch.delenv("LLAMA_EDU_LANG", raising=False)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/llama-edu/notebooks/zh/00_overview.ipynb")
+    assert language() == "zh_CN"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/llama-edu/notebooks/00_overview.ipynb")
+    assert language() == "en"
+    monkeypatch.setenv("LLAMA_EDU_LANG", "zh")
+    assert language() == "zh_CN"
+    english = "you left out the final norm before the LM head (one more vector of dim)"
+    assert localize(english, "en") == english
+    assert localize(english, "zh_CN") != english and _has_cjk(localize(english, "zh_CN"))

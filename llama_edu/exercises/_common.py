@@ -38,7 +38,9 @@ def grading_seed(seed: int | None) -> Iterator[None]:
 
 def passed(message: str) -> None:
     """The one line a check prints when everything is right."""
-    print(f"✔ {message}")
+    from ._language import localize
+
+    print(f"✔ {localize(message)}")
 
 
 def expect(condition: bool, message: str) -> None:

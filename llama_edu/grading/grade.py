@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import secrets
 from pathlib import Path
 
@@ -71,7 +73,35 @@ def _error(ename: str, evalue: str) -> NotebookNode:
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+@contextlib.contextmanager
+def _feedback_language(source: NotebookNode):
+    """A translated lesson (notebooks/zh/, metadata llama_edu.language) is graded with its
+    checks' feedback in that language, in the kernel and in the replay alike."""
+    language = source.metadata.get("llama_edu", {}).get("language")
+    if not language:
+        yield
+        return
+    previous = os.environ.get("LLAMA_EDU_LANG")
+    os.environ["LLAMA_EDU_LANG"] = language
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("LLAMA_EDU_LANG", None)
+        else:
+            os.environ["LLAMA_EDU_LANG"] = previous
+
+
 def grade_submission(submission: NotebookNode, source: NotebookNode, name: str,
+                     timeout: int = 120, wall: float | None = None,
+                     limits: Limits | None = None,
+                     hide: list[Path] = ()) -> tuple[GradeReport, NotebookNode]:
+    """Grade one submission against its source notebook (both already read)."""
+    with _feedback_language(source):
+        return _grade_submission(submission, source, name, timeout, wall, limits, hide)
+
+
+def _grade_submission(submission: NotebookNode, source: NotebookNode, name: str,
                      timeout: int = 120, wall: float | None = None,
                      limits: Limits | None = None,
                      hide: list[Path] = ()) -> tuple[GradeReport, NotebookNode]:

@@ -41,7 +41,8 @@ from pathlib import Path
 
 ENV_MODE = "LLAMA_EDU_SANDBOX"
 PASS_THROUGH = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "ATEN_CPU_CAPABILITY", "CUDA_VISIBLE_DEVICES")
+                "ATEN_CPU_CAPABILITY", "CUDA_VISIBLE_DEVICES",
+                "LLAMA_EDU_LANG")      # the language of the checks' feedback (notebooks/zh/)
 GiB = 2**30
 
 
