@@ -11,10 +11,11 @@ documentation is translated in):
 
 `python -m llama_edu.i18n` refreshes the catalogs from the English notebooks (a message
 whose English changed keeps its old translation, marked *fuzzy*: stale, as `msgmerge` does)
-and writes `notebooks/zh/<lesson>.ipynb`: the English notebook with each translated message
-put in place. A message without a translation, or with a stale one, stays in English, and
-`stale_messages()` lists it. Code is never translated: `code_skeleton` of a Chinese cell
-equals that of its English cell (tests/test_i18n.py holds them equal).
+and writes `notebooks/zh/<lesson>.ipynb`, the English notebook with each translated message
+put in place, and its learner's edition in `notebooks/zh/learner/`. A message without a
+translation, or with a stale one, stays in English, and `stale_messages()` lists it. Code
+is never translated: `code_skeleton` of a Chinese cell equals that of its English cell
+(tests/test_i18n.py holds them equal).
 """
 
 from __future__ import annotations
@@ -207,7 +208,12 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def write_catalog(catalog: Catalog, path: Path) -> None:
+    """Write `catalog`; an unchanged one keeps its file (and its dates) as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        before = read_catalog(path)
+        catalog.creation_date = before.creation_date     # no churn from a rerun
+        catalog.revision_date = before.revision_date
     buffer = io.BytesIO()
     write_po(buffer, catalog, width=100, omit_header=False, sort_output=False,
              include_previous=True, ignore_obsolete=True)
@@ -393,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     for lesson, total, stale in build(args.language, args.lessons or None):
         state = "up to date" if not stale else f"{stale} untranslated or stale"
         print(f"{lesson}: {total} messages, {state}")
+    from .learner import write_learner_edition
+
+    write_learner_edition(OUTPUT[args.language], OUTPUT[args.language] / "learner")
     feedback = update_feedback_catalog(args.language)
     print(f"exercise feedback: {len([m for m in feedback if m.id])} pieces, "
           f"{len(stale_messages(feedback))} untranslated or stale")

@@ -25,6 +25,7 @@ from nbformat import NotebookNode
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "notebooks"
 LEARNER = SOURCES / "learner"
+EDITIONS = ((SOURCES, LEARNER), (SOURCES / "zh", SOURCES / "zh" / "learner"))  # en, 中文
 TAG = "raises-exception"
 
 
@@ -36,12 +37,19 @@ def _answers(notebook: NotebookNode) -> list[NotebookNode]:
     return [c for c in notebook.cells if _grade_meta(c).get("solution") and c.cell_type == "code"]
 
 
-def _hint(lesson: str, answer_ids: list[str], cell_id: str) -> NotebookNode:
+def _hint(lesson: str, answer_ids: list[str], cell_id: str, language: str = "en") -> NotebookNode:
     exercises = ", ".join(f"`{a}`" for a in answer_ids) or "this exercise"
-    text = (f"*Stuck?* `python -m llama_edu solution {lesson} {answer_ids[0]}` prints the "
-            f"solution of {exercises} in a terminal; try the check a few times first. Until "
-            "it passes, the check above stops with its feedback, and the cells below still "
-            "run: none of them needs your function.") if answer_ids else ""
+    command = f"`python -m llama_edu solution {lesson} {answer_ids[0]}`" if answer_ids else ""
+    if not answer_ids:
+        text = ""
+    elif language == "zh_CN":
+        text = (f"*卡住了？* 在终端里运行 {command}，会打印出 {exercises} 的答案；先多试几次检查。"
+                "在它通过之前，上面的检查会停下并给出反馈，下面的单元格照样能运行：它们都不需要"
+                "你的函数。")
+    else:
+        text = (f"*Stuck?* {command} prints the solution of {exercises} in a terminal; try the "
+                "check a few times first. Until it passes, the check above stops with its "
+                "feedback, and the cells below still run: none of them needs your function.")
     cell = nbformat.v4.new_markdown_cell(text)
     cell.id = cell_id
     return cell
@@ -52,6 +60,7 @@ def learner_notebook(source: NotebookNode, lesson: str) -> NotebookNode:
     from .assignments import is_test_cell, release_notebook
 
     released = release_notebook(source)
+    language = source.metadata.get("llama_edu", {}).get("language", "en")
     cells, pending = [], []
     for cell in released.cells:
         cells.append(cell)
@@ -62,7 +71,8 @@ def learner_notebook(source: NotebookNode, lesson: str) -> NotebookNode:
             cell.metadata = copy.deepcopy(cell.metadata)
             cell.metadata["tags"] = sorted(set(cell.metadata.get("tags", [])) | {TAG})
             if pending:
-                cells.append(_hint(lesson, pending, f"{cell.get('id', meta['grade_id'])}-hint"))
+                cells.append(_hint(lesson, pending, f"{cell.get('id', meta['grade_id'])}-hint",
+                                   language))
             pending = []
     released.cells = cells
     return released
@@ -122,6 +132,7 @@ def solution_text(lesson: str, exercise: str | None = None, sources: Path = SOUR
                        for c in answers)
 
 
-if __name__ == "__main__":  # python -m llama_edu.learner: regenerate the learner's edition
-    for written in write_learner_edition():
-        print(f"wrote {written.relative_to(ROOT)}")
+if __name__ == "__main__":  # python -m llama_edu.learner: regenerate the learner's editions
+    for sources, out in EDITIONS:
+        for written in write_learner_edition(sources, out):
+            print(f"wrote {written.relative_to(ROOT)}")

@@ -11,11 +11,23 @@ from llama_edu.cli import main
 LESSONS = sorted(learner.SOURCES.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_the_committed_edition_is_a_fresh_render_of_every_source():
-    stale = learner.stale_lessons()
+@pytest.mark.parametrize("sources, out", learner.EDITIONS, ids=["en", "zh"])
+def test_the_committed_edition_is_a_fresh_render_of_every_source(sources, out):
+    stale = learner.stale_lessons(sources, out)
     assert not stale, (f"the learner's edition is out of date for {stale}: run "
-                       "`python -m llama_edu.learner` and commit notebooks/learner/")
-    assert sorted(p.name for p in learner.LEARNER.glob("*.ipynb")) == [p.name for p in LESSONS]
+                       "`python -m llama_edu.learner` and commit notebooks/learner/ and "
+                       "notebooks/zh/learner/")
+    assert sorted(p.name for p in out.glob("*.ipynb")) == \
+        sorted(p.name for p in sources.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_chinese_learners_edition_says_how_to_see_a_solution_in_chinese():
+    zh = sorted((learner.SOURCES / "zh" / "learner").glob("*.ipynb"))
+    assert zh, "notebooks/zh/learner/ is empty"
+    for path in zh:
+        hints = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if "python -m llama_edu solution" in c.source]
+        assert hints and all("卡住了" in h for h in hints), path.name
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
