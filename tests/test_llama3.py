@@ -153,3 +153,19 @@ def test_rope_scaling_survives_save_hf_and_load_hf_with_transformers_logits(scal
     with torch.no_grad():
         assert_close(hf(tokens).logits, ours, **model_shape(model.config))
         assert torch.equal(back(tokens), ours)
+
+
+def test_rope_scaling_explorer_redraws_for_each_control():
+    """The lesson's explorer: moving any slider (factor first, as the browser test does)
+    draws a new figure; crossed low and high bounds still draw."""
+    from llama_edu.widgets.llama3 import rope_scaling_explorer
+
+    explorer = rope_scaling_explorer()
+    first = explorer._png
+    assert first and explorer.redraws == 1 and list(explorer.controls)[0] == "factor"
+    for name, value in [("factor", 16.0), ("low_freq_factor", 2.0), ("high_freq_factor", 8.0),
+                        ("low_freq_factor", 4.0), ("high_freq_factor", 1.0)]:
+        before = explorer._png
+        explorer.controls[name].value = value
+        assert explorer.errors.outputs == () and explorer._png != before, name
+    assert explorer.redraws == 6 and explorer._png != first
