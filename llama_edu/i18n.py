@@ -372,12 +372,19 @@ def lessons() -> list[str]:
     return sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def translated_lessons(language: str = LANGUAGE) -> list[str]:
+    """The lessons whose translation has begun: those with a catalog."""
+    folder = LOCALES / language / "LC_MESSAGES"
+    return sorted(p.stem for p in folder.glob("[0-9][0-9]_*.po"))
+
+
 def build(language: str = LANGUAGE, only: list[str] | None = None) -> list[tuple[str, int, int]]:
-    """Refresh each catalog and write each translated notebook; (lesson, messages, stale)."""
+    """Refresh each catalog and write each translated notebook; (lesson, messages, stale).
+    `only`: these lessons (a new one gets its catalog); else every lesson with a catalog."""
     out_dir = OUTPUT[language]
     out_dir.mkdir(parents=True, exist_ok=True)
     report = []
-    for lesson in only or lessons():
+    for lesson in only or translated_lessons(language):
         catalog = update_catalog(lesson, language)
         notebook = nbformat.read(NOTEBOOKS / f"{lesson}.ipynb", as_version=4)
         translated = translate_notebook(notebook, translations(catalog), language)
@@ -390,7 +397,10 @@ def build(language: str = LANGUAGE, only: list[str] | None = None) -> list[tuple
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Refresh the translation catalogs and regenerate the translated notebooks.")
-    parser.add_argument("lessons", nargs="*", help="lesson stems, e.g. 02_positions (default: all)")
+    parser.add_argument("lessons", nargs="*",
+                        help="lesson stems, e.g. 02_positions; naming a lesson without a "
+                             "catalog starts its translation (default: every lesson that has "
+                             "a catalog)")
     parser.add_argument("--language", default=LANGUAGE, choices=sorted(OUTPUT))
     args = parser.parse_args(argv)
     unknown = sorted(set(args.lessons) - set(lessons()))
