@@ -150,8 +150,9 @@ def kv_replica_all_reduces(config: LlamaConfig, world_size: int,
 
 def attention_score_flops(config: LlamaConfig, context: int) -> int:
     """Forward FLOPs of one token's q.k scores and weighted sum of values, all layers:
-    2 * 2 * context * n_heads * head_dim per layer (QK^T and AV). The weight count
-    2 * N leaves them out; they grow with the context (Kaplan et al., 2020, §2.1)."""
+    2 * 2 * context * n_heads * head_dim per layer, the logits QK^T and the weighted sum
+    of values (Hoffmann et al., 2022, App. F). The weight count 2 * N leaves them out;
+    they grow with the context."""
     return 4 * context * config.n_heads * config.head_dim * config.n_layers
 
 
