@@ -1,4 +1,5 @@
-"""Tensor and data parallelism: 2-process gloo groups against the single-process modules.
+"""Tensor, data and sharded parallelism: 2-process gloo groups against the single-process
+modules; the communication and memory arithmetic against the papers' formulas.
 
 Spawning costs seconds, so one launch runs every 2-process comparison (module fixture) and
 the tests below read its results.
@@ -8,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from llama_edu import parallel
+from llama_edu import numerics, parallel
 from llama_edu.attention import Attention
 from llama_edu.ffn import SwiGLU
 from llama_edu.generate import generate
-from llama_edu.model import Llama, LlamaConfig
+from llama_edu.model import Llama, LlamaConfig, count_parameters
 from llama_edu.numerics import adam_drift
 from llama_edu.parallel import (
     ColumnParallelLinear,
@@ -21,13 +22,15 @@ from llama_edu.parallel import (
     TensorParallelAttention,
     TensorParallelSwiGLU,
     attention_layout,
+    cost,
     forward_backward,
     gather_state_dict,
     launch,
     parallelize_llama,
     tensor_parallel_traffic,
 )
-from llama_edu.parallel.demos import parallel_generate
+from llama_edu.parallel.demos import count_all_reduces, mlp_on_ranks, parallel_generate
+from llama_edu.parallel.sharded import fsdp_run, zero_memory
 from llama_edu.positions import rope_cos_sin
 
 WORLD = 2
@@ -74,6 +77,33 @@ def _jobs():
     ]
 
 
+MLP_SOURCE = """
+def tp_mlp(x, gate_weight, up_weight, down_weight, down_bias, rank, world_size, all_reduce):
+    h = gate_weight.shape[0] // world_size
+    rows = slice(rank * h, (rank + 1) * h)
+    partial = (F.silu(x @ gate_weight[rows].T) * (x @ up_weight[rows].T)) @ down_weight[:, rows].T
+    return all_reduce(partial) + down_bias
+"""
+
+
+def _mlp_inputs():
+    generator = torch.Generator().manual_seed(3)
+    return (torch.randn(2, 3, 8, generator=generator), torch.randn(12, 8, generator=generator),
+            torch.randn(12, 8, generator=generator), torch.randn(8, 12, generator=generator),
+            torch.randn(8, generator=generator))
+
+
+def _count_jobs():
+    """Attention of the micro model with its KV heads split (2 on 2 ranks) and copied
+    (1, MQA, on 2 ranks)."""
+    torch.manual_seed(0)
+    config = LlamaConfig.from_preset("micro")
+    x = torch.randn(2, 5, config.dim)
+    cos, sin = rope_cos_sin(5, config.head_dim)
+    return [(Attention(config.dim, config.n_heads, n_kv), (x, cos, sin), {"is_causal": True})
+            for n_kv in (2, 1)]
+
+
 @pytest.fixture(scope="module")
 def runs():
     jobs = _jobs()
@@ -86,10 +116,15 @@ def runs():
     greedy_model = Llama(LlamaConfig.from_preset("micro"))
     calls = [(parallel.parallel_forward_backward, ([job[1:] for job in jobs],)),
              (parallel.data_parallel_run, (model, tokens, STEPS, LR)),
-             (parallel_generate, (greedy_model, GREEDY_PROMPTS, GREEDY_STEPS))]
-    both, data_parallel, greedy = zip(*launch(parallel.run_in_sequence, WORLD, calls),
-                                      strict=True)
+             (parallel_generate, (greedy_model, GREEDY_PROMPTS, GREEDY_STEPS)),
+             (fsdp_run, (model, tokens, STEPS, LR)),
+             (count_all_reduces, (_count_jobs(),)),
+             (mlp_on_ranks, (MLP_SOURCE, "tp_mlp", *_mlp_inputs())),
+             (mlp_on_ranks, (None, "tp_mlp", *_mlp_inputs()))]
+    both, data_parallel, greedy, sharded, counted, mlp_learner, mlp_package = zip(
+        *launch(parallel.run_in_sequence, WORLD, calls), strict=True)
     return {"references": references, "names": [job[0] for job in jobs],
+            "sharded": sharded, "counted": counted, "mlp": (mlp_learner, mlp_package),
             "ranks": [dict(zip([job[0] for job in jobs], results, strict=True))
                       for results in both],
             "data_parallel": data_parallel,
@@ -321,3 +356,118 @@ def test_traffic_is_two_all_reduces_of_dim_values_per_layer_and_token():
     assert traffic["sent_per_rank_per_token"] == pytest.approx(2 * 4096 * 2 * 32 * 2 * 7 / 8)
     assert tensor_parallel_traffic(LlamaConfig.from_preset("micro"), 1)[
         "sent_per_rank_per_token"] == 0
+
+
+# --- sharded data parallelism, hidden costs, a learner's MLP: on 2 processes --------------
+
+
+def test_fsdp_and_zero_redundancy_train_the_single_process_weights(runs):
+    """fully_shard (ZeRO-3) and ZeroRedundancyOptimizer (ZeRO-1), each on 2 gloo ranks with
+    half the batch, end with the weights of one process on the whole batch."""
+    single = runs["single"]
+    n_params = sum(w.numel() for w in single["weights"].values())
+    for result in runs["sharded"]:
+        for kind in ("fsdp_weights", "zero1_weights"):
+            assert set(result[kind]) == set(single["weights"])
+            for key, weight in single["weights"].items():
+                rtol, atol = _tolerance(weight)
+                drift = adam_drift([g[key] for g in single["step_grads"]], LR,
+                                   lambda g: dict(zip(("rtol", "atol"), _tolerance(g),
+                                                      strict=True)))
+                excess = (result[kind][key] - weight).abs() / (drift + atol + rtol * weight.abs())
+                assert float(excess.max()) <= 1, f"{kind} {key}"
+        assert result["fsdp_params_kept"] == result["fsdp_moments"]
+        assert result["fsdp_params_kept"] <= n_params / WORLD + 64   # 1/p, up to padding
+    assert sum(r["fsdp_params_kept"] for r in runs["sharded"]) == n_params
+    assert sum(r["zero1_moments"] for r in runs["sharded"]) == n_params   # Adam's m, split
+
+
+def test_copied_kv_heads_cost_two_more_backward_all_reduces_per_layer(runs):
+    config = LlamaConfig.from_preset("micro")
+    for split, copied in runs["counted"]:
+        assert split["forward"]["calls"] == copied["forward"]["calls"] == 1      # after o_proj
+        assert split["backward"]["calls"] == 1                                    # f, on entry
+        extra = cost.kv_replica_all_reduces(
+            LlamaConfig.from_preset("micro", n_kv_heads=1), WORLD)
+        assert copied["backward"]["calls"] - split["backward"]["calls"] == \
+            extra["extra_all_reduces_per_layer"] == 2
+        assert cost.kv_replica_all_reduces(config, WORLD)["extra_all_reduces_per_layer"] == 0
+        kv_weight = config.head_dim * config.dim                     # one KV head's k_proj
+        assert copied["backward"]["values"] - split["backward"]["values"] == 2 * kv_weight
+
+
+def test_a_learner_style_mlp_from_source_runs_on_two_ranks(runs):
+    x, gate, up, down, bias = _mlp_inputs()
+    expected = torch.nn.functional.linear(
+        torch.nn.functional.silu(x @ gate.T) * (x @ up.T), down) + bias
+    for results in runs["mlp"]:
+        for out in results:
+            _assert_close(out, expected, "tensor-parallel MLP")
+
+
+# --- the arithmetic: ring all-reduce, ZeRO, sequence and pipeline parallelism -------------
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
+def test_a_simulated_ring_all_reduce_sums_and_sends_2_p_minus_1_over_p(world):
+    generator = torch.Generator().manual_seed(world)
+    tensors = [torch.randn(24, 5, generator=generator) for _ in range(world)]
+    results, sent = cost.ring_all_reduce(tensors)
+    total = torch.stack(tensors).sum(0)
+    for result in results:                          # the same sum, in the ring's order
+        numerics.assert_close(result, total, reduction=world)
+    n_bytes = 24 * 5 * 4
+    assert sent == [2 * (world - 1) * n_bytes // world] * world           # exact counts
+    assert sent[0] == cost.ring_fraction(world) * n_bytes
+    assert cost.data_parallel_traffic(n_bytes // 4, world, 4) == sent[0]
+
+
+def test_an_uneven_ring_still_sends_2_p_minus_1_chunks_of_the_whole():
+    tensors = [torch.ones(7) * r for r in range(3)]
+    results, sent = cost.ring_all_reduce(tensors)
+    assert all(torch.equal(r, torch.full((7,), 3.0)) for r in results)
+    assert sum(sent) == 2 * (3 - 1) * 7 * 4
+
+
+def test_zero_memory_matches_the_papers_figure_1():
+    """Rajbhandari et al., 2020, Fig. 1: a 7.5B model, K = 12, N = 64 data-parallel GPUs."""
+    gb = {stage: b / 1e9 for stage, b in zero_memory(7.5e9, 64).items()}
+    assert gb["DDP"] == pytest.approx(120)
+    assert gb["ZeRO-1"] == pytest.approx(31.4, abs=0.05)
+    assert gb["ZeRO-2"] == pytest.approx(16.6, abs=0.05)
+    assert gb["ZeRO-3"] == pytest.approx(1.9, abs=0.05)
+    seven_b = zero_memory(count_parameters(LlamaConfig.from_preset("llama2-7b")), 8)
+    assert zero_memory(7e9, 1)["DDP"] == 112e9 and seven_b["DDP"] > 80e9    # no 80 GB GPU
+    assert seven_b["ZeRO-3"] < seven_b["ZeRO-2"] < seven_b["ZeRO-1"] < 80e9
+    assert zero_memory(1e9, 1) == {k: 16e9 for k in ("DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3")}
+
+
+def test_sequence_parallelism_sends_what_tensor_parallelism_sends():
+    config = LlamaConfig.from_preset("llama2-70b")
+    for world in (2, 4, 8):
+        t = cost.sequence_parallel_traffic(config, world, tokens=4096)
+        assert t["sequence_parallel"] == pytest.approx(t["tensor_parallel"])
+        assert t["stored_activations_sp"] * world == t["stored_activations_tp"]
+
+
+@pytest.mark.parametrize("stages, micro_batches", [(1, 1), (2, 1), (4, 4), (4, 16), (8, 3)])
+def test_the_bubble_formula_counts_the_idle_slots_of_a_gpipe_schedule(stages, micro_batches):
+    grid = cost.gpipe_schedule(stages, micro_batches)
+    for stage, row in enumerate(grid):
+        assert [j for j in row if j is not None] == list(range(micro_batches))
+        assert row.index(0) == stage                            # one slot later per stage
+    idle = sum(slot is None for row in grid for slot in row)
+    assert idle / (len(grid) * len(grid[0])) == pytest.approx(
+        cost.pipeline_bubble(stages, micro_batches))
+    assert cost.pipeline_traffic(1, 4096, 8192) == 4096 * 8192 * 2
+
+
+def test_the_alpha_beta_model_and_attention_scores():
+    assert cost.all_reduce_seconds(1e9, 1, 100) == 0
+    assert cost.all_reduce_seconds(8e9, 8, 100, latency_s=1e-5) == pytest.approx(
+        14 * 1e-5 + 1.75 * 8e9 / 100e9)
+    config = LlamaConfig.from_preset("llama2-7b")
+    assert cost.attention_score_flops(config, 4096) == 4 * 4096 * 4096 * 32
+    compute, comm = parallel.tensor_parallel_times(config, 8, 450)
+    same, with_latency = parallel.tensor_parallel_times(config, 8, 450, latency_s=5e-6)
+    assert same == compute and with_latency == pytest.approx(comm + 2 * 2 * 7 * 5e-6)

@@ -179,3 +179,68 @@ def parallel_generate(rank: int, world_size: int, model: nn.Module, prompts: lis
 
     sharded = parallelize_llama(model.to(current_device()), rank, world_size)
     return generate(sharded, prompts, max_new_tokens)
+
+
+def _counted_pass(module: nn.Module, inputs: tuple, kwargs: dict, device) -> dict:
+    """Forward and backward of `module`, counting dist.all_reduce calls in each pass."""
+    real = dist.all_reduce
+    seen: dict[str, list[int]] = {"forward": [], "backward": []}
+    phase = ["forward"]
+
+    def counting(tensor, *args, **kw):
+        seen[phase[0]].append(tensor.numel())
+        return real(tensor, *args, **kw)
+
+    dist.all_reduce = counting                         # the collectives look it up here
+    try:
+        x = inputs[0].detach().to(device).requires_grad_(True)
+        rest = [t.to(device) if isinstance(t, Tensor) else t for t in inputs[1:]]
+        out = _local(module(x, *rest, **kwargs))
+        phase[0] = "backward"
+        out.backward(probe_grad(out.shape).to(device, out.dtype))
+    finally:
+        dist.all_reduce = real
+    return {p: {"calls": len(v), "values": sum(v)} for p, v in seen.items()}
+
+
+def count_all_reduces(rank: int, world_size: int, jobs: list) -> list[dict]:
+    """Launch me: for each job (module, inputs, kwargs) run this rank's tensor-parallel
+    copy forward and backward, counting the all-reduces of each pass (calls, values)."""
+    device = current_device()
+    return [_counted_pass(parallelize(copy.deepcopy(module).to(device), rank, world_size),
+                          inputs, kwargs, device) for module, inputs, kwargs in jobs]
+
+
+def mlp_on_ranks(rank: int, world_size: int, source: str | None, name: str, x: Tensor,
+                 gate: Tensor, up: Tensor, down: Tensor, bias: Tensor) -> Tensor:
+    """Launch me: run one rank of a tensor-parallel SwiGLU MLP, y = down(silu(gate x) *
+    up x) + bias, with a real all-reduce.
+
+    `source` is the code of a function `name(x, gate, up, down, bias, rank, world_size,
+    all_reduce)` (lesson 12's exercise, written in a notebook, which a new process cannot
+    import); it runs with torch, F (torch.nn.functional) and math in scope. None runs
+    the package's TensorParallelSwiGLU instead, adding the bias once after its all-reduce.
+    """
+    import math
+
+    import torch.nn.functional as F
+
+    from ..ffn import SwiGLU
+
+    def all_reduce(tensor: Tensor) -> Tensor:          # the sum, a new tensor
+        total = tensor.detach().clone().contiguous()
+        dist.all_reduce(total)
+        return total
+
+    device = current_device()
+    x, gate, up, down, bias = (t.to(device) for t in (x, gate, up, down, bias))
+    if source is None:
+        ffn = SwiGLU(gate.shape[1], gate.shape[0]).to(device)
+        ffn.load_state_dict({"gate_proj.weight": gate, "up_proj.weight": up,
+                             "down_proj.weight": down})
+        with torch.no_grad():
+            return parallelize(ffn, rank, world_size)(x) + bias
+    scope = {"torch": torch, "F": F, "nn": nn, "math": math}
+    exec(compile(source, f"<{name} from the notebook>", "exec"), scope)
+    with torch.no_grad():
+        return scope[name](x, gate, up, down, bias, rank, world_size, all_reduce)
