@@ -1,4 +1,5 @@
-"""Checks for lesson 08: the tiled (FlashAttention-2) forward of one query block."""
+"""Checks for lesson 08: the tiled (FlashAttention-2) forward of one query block, and
+merging two partial attention results through their log-sum-exps."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..flash import tiled as flash_tiled
 from ..numerics import tolerance
 from ._common import ForbiddenCall, call, forbids, passed, rng
 
-__all__ = ["check_flash_query_block"]
+__all__ = ["check_flash_query_block", "check_merge_attention"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,3 +258,69 @@ def _diagnose(what, results, first_wrong) -> None:
                          "sqrt(d) with hidden keys at -inf, m_new = max(m, max(s)), "
                          "alpha = exp(m - m_new), p = exp(s - m_new), l = alpha l + sum(p), "
                          "acc = alpha acc + p v; after the loop out = acc / l")
+
+
+# ---------------------------------------------------------------------------------------
+# Warm-up: merge two partial attention results through their log-sum-exp
+
+def _merge_cases():
+    g = rng(9)
+    out1, out2 = torch.randn(2, 2, 3, 5, 8, generator=g)
+    lse1, lse2 = torch.randn(2, 2, 3, 5, generator=g) * 2
+    yield "two random halves (batch 2, 3 heads, 5 rows, d = 8)", out1, lse1, out2, lse2
+    yield ("halves whose log-sum-exps are near 1000 (exp of them overflows)",
+           out1, lse1 + 1000.0, out2, lse2 + 1001.0)
+    empty = torch.full((2, 3, 5), float("-inf"))
+    yield ("a second half that no row sees (lse = -inf, out = 0)", out1, lse1,
+           torch.zeros_like(out2), empty)
+
+
+def _merge_reference(out1, lse1, out2, lse2):
+    out1, lse1, out2, lse2 = (t.double() for t in (out1, lse1, out2, lse2))
+    lse = torch.logaddexp(lse1, lse2)
+    w1, w2 = torch.exp(lse1 - lse), torch.exp(lse2 - lse)
+    return w1[..., None] * out1 + w2[..., None] * out2, lse
+
+
+def _merge_mistakes(out1, lse1, out2, lse2):
+    out1, lse1, out2, lse2 = (t.double() for t in (out1, lse1, out2, lse2))
+    right_out, right_lse = _merge_reference(out1, lse1, out2, lse2)
+    yield ((out1 + out2) / 2, "the two outputs were averaged: each half must count by its "
+           "share of the softmax mass, exp(lse_i - lse)")
+    yield (torch.exp(lse1)[..., None] * out1 + torch.exp(lse2)[..., None] * out2,
+           "the outputs were weighted by exp(lse_i) without dividing by the total: weights "
+           "are exp(lse_i - lse) with lse = log(exp(lse1) + exp(lse2))")
+    yield (right_out, "out is right but lse is not: the merged lse is log(exp(lse1) + "
+           "exp(lse2)), torch.logaddexp(lse1, lse2), not the max or the sum")
+    e1, e2 = torch.exp(lse1.float()).double(), torch.exp(lse2.float()).double()
+    yield ((e1[..., None] * out1 + e2[..., None] * out2) / (e1 + e2)[..., None],
+           "exp(lse) overflows float32 for large log-sum-exps: subtract the larger one (or "
+           "use torch.logaddexp) before exponentiating")
+
+
+def check_merge_attention(fn) -> None:
+    """fn(out1, lse1, out2, lse2) -> (out, lse): attention over keys A and B from the results
+    over A and over B alone (out_i (..., rows, d), lse_i (..., rows))."""
+    what = "your merge_attention"
+    for description, out1, lse1, out2, lse2 in _merge_cases():
+        case = f"{what} on {description}"
+        result = call(fn, out1.clone(), lse1.clone(), out2.clone(), lse2.clone(), what=what)
+        if not (isinstance(result, (tuple, list)) and len(result) == 2
+                and all(isinstance(t, torch.Tensor) for t in result)):
+            raise AssertionError(f"{case} should return a pair of tensors (out, lse), got "
+                                 f"{type(result).__name__}")
+        out, lse = result
+        ref_out, ref_lse = _merge_reference(out1, lse1, out2, lse2)
+        tol = tolerance(torch.float32, reduction=2, depth=2,
+                        scale=float(ref_lse.abs().max()) + 1)
+        if _close(out, ref_out, tol) and _close(lse, ref_lse, tol):
+            continue
+        for mistake, message in _merge_mistakes(out1, lse1, out2, lse2):
+            if _close(out, mistake, tol):
+                raise AssertionError(f"{case}: {message}")
+        worst = float((out.detach().double() - ref_out).abs().nan_to_num(1e30).max()) \
+            if isinstance(out, torch.Tensor) and out.shape == ref_out.shape else float("nan")
+        raise AssertionError(f"{case}: out is off by up to {worst:.3g} (or has the wrong "
+                             f"shape {tuple(out.shape)}); expected lse = logaddexp(lse1, "
+                             "lse2) and out = exp(lse1 - lse) out1 + exp(lse2 - lse) out2")
+    passed("merge_attention is right: random halves, huge log-sum-exps, an empty half")

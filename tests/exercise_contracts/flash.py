@@ -119,6 +119,25 @@ def block_online_step(q_block, k, v, first_pos, block_k, causal):
     return acc / l[..., None], m + torch.log(l)
 
 
+def merge_ok(out1, lse1, out2, lse2):
+    lse = torch.logaddexp(lse1, lse2)
+    return (torch.exp(lse1 - lse)[..., None] * out1 + torch.exp(lse2 - lse)[..., None] * out2,
+            lse)
+
+
+def merge_ok_by_max(out1, lse1, out2, lse2):
+    m = torch.maximum(lse1, lse2)
+    w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)
+    return (w1[..., None] * out1 + w2[..., None] * out2) / (w1 + w2)[..., None], \
+        m + torch.log(w1 + w2)
+
+
+def merge_unstable(out1, lse1, out2, lse2):
+    e1, e2 = torch.exp(lse1), torch.exp(lse2)
+    return (e1[..., None] * out1 + e2[..., None] * out2) / (e1 + e2)[..., None], \
+        torch.log(e1 + e2)
+
+
 CONTRACTS = {
     "check_flash_query_block": Contract(
         references=[block_ok, block_ok_sliced], passed="flash_query_block equals SDPA",
@@ -144,5 +163,18 @@ CONTRACTS = {
             (slip(lse_without_max=True), "out is right but lse is off"),
             (lambda *args: block_ok(*args)[0], "should return a pair of tensors"),
             (lambda *args: (block_ok(*args)[0][..., :1], block_ok(*args)[1]), "out has shape"),
+        ]),
+    "check_merge_attention": Contract(
+        references=[merge_ok, merge_ok_by_max], passed="merge_attention is right",
+        mistakes=[
+            (lambda o1, l1, o2, l2: ((o1 + o2) / 2, torch.logaddexp(l1, l2)),
+             "the two outputs were averaged"),
+            (lambda o1, l1, o2, l2: (torch.exp(l1)[..., None] * o1
+                                     + torch.exp(l2)[..., None] * o2, torch.logaddexp(l1, l2)),
+             "weighted by exp\\(lse_i\\) without dividing"),
+            (merge_unstable, "exp\\(lse\\) overflows float32"),
+            (lambda o1, l1, o2, l2: (merge_ok(o1, l1, o2, l2)[0], torch.maximum(l1, l2)),
+             "out is right but lse is not"),
+            (lambda o1, l1, o2, l2: o1, "should return a pair of tensors"),
         ]),
 }
