@@ -370,22 +370,93 @@ def test_naive_io_counts_every_pass_over_slow_memory():
     assert cost.bytes(2) == 2 * cost.total
 
 
-def test_tiled_io_follows_theta_n2_d2_over_m():
+def counted_forward_io(monkeypatch, seq_len, head_dim, block_q, block_k, causal):
+    """Run the tiled forward and count, in FlashAttention-2's terms, what its tile walk moves:
+    a query block's Q read and its O and L written once, when the walk reaches a new query
+    block; each computed tile's K and V rows read. Counts the tiles the forward computes
+    (through online_step) to make sure the walk counted is the one it follows."""
+    counts = {"reads": 0, "writes": 0, "tiles": 0, "steps": 0}
+    real_tiles, real_step = flash.tiled.tiles, flash.tiled.online_step
+
+    def counting_tiles(*args, **kwargs):
+        block = None
+        for tile in real_tiles(*args, **kwargs):
+            rows = tile.q_end - tile.q_start
+            if tile.q_start != block:                        # a new query block: Q in, O out
+                block = tile.q_start
+                counts["reads"] += rows * head_dim
+                counts["writes"] += rows * head_dim + rows
+            counts["reads"] += 2 * (tile.k_end - tile.k_start) * head_dim   # K_j and V_j
+            counts["tiles"] += 1
+            yield tile
+
+    def counting_step(*args):
+        counts["steps"] += 1
+        return real_step(*args)
+
+    monkeypatch.setattr(flash.tiled, "tiles", counting_tiles)
+    monkeypatch.setattr(flash.tiled, "online_step", counting_step)
+    q, k, v = qkv(1, 1, 1, seq_len, seq_len, head_dim)
+    flash.tiled_attention(q, k, v, causal=causal, block_q=block_q, block_k=block_k)
+    assert counts["steps"] == counts["tiles"]
+    return flash.IOCost(counts["reads"], counts["writes"])
+
+
+@pytest.mark.parametrize("seq_len, head_dim, block_q, block_k", [
+    (64, 8, 16, 16), (37, 4, 8, 5), (50, 8, 64, 16), (9, 2, 1, 1)])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_flash2_io_counts_the_implemented_walk(monkeypatch, seq_len, head_dim, block_q,
+                                               block_k, causal):
+    counted = counted_forward_io(monkeypatch, seq_len, head_dim, block_q, block_k, causal)
+    assert flash.flash2_io(seq_len, head_dim, block_q, block_k, causal) == counted   # exact
+
+
+def test_flash2_io_reads_q_once_writes_o_once_and_k_v_once_per_query_block():
+    n, d, bq, bk = 1000, 64, 100, 50
+    cost = flash.flash2_io(n, d, bq, bk)
+    t_r = n // bq
+    assert cost.reads == n * d + t_r * 2 * n * d
+    assert cost.writes == n * d + n                                    # O and L
+    whole = flash.flash2_io(n, d, n, bk)                               # one query block
+    assert whole.reads == 3 * n * d
+
+
+def test_flash1_io_passes_over_q_o_l_m_once_per_key_block():
+    n, d, bk = 1000, 64, 250
+    cost, t_c = flash.flash1_io(n, d, bk), n // bk
+    assert cost.reads == 2 * n * d + t_c * (2 * n * d + 2 * n)        # K, V; Q, O, l, m each
+    assert cost.writes == (n * d + 2 * n) + t_c * (n * d + 2 * n)     # init; O, l, m each
+
+
+def test_both_orders_follow_theta_n2_d2_over_m():
     d, m = 64, 100 * 1024 // 2                         # 100 KB of fp16: the paper's example
-    small, big = flash.tiled_io(4096, d, m), flash.tiled_io(8192, d, m)
-    assert 3.8 < big.total / small.total < 4.1        # N^2
-    assert 1.75 < small.total / flash.tiled_io(4096, d, 2 * m).total < 2.05   # 1 / M
-    assert flash.tiled_io(4096, d, m).total < flash.naive_io(4096, d).total / 3
-    # one block holds everything: K, V read once, Q, O read and written once
-    whole = flash.tiled_io(16, 4, 4 * 4 * 16)
-    assert whole.reads == 2 * 16 * 4 + (2 * 16 * 4 + 2 * 16)
+    block_q, block_k = flash.paper_blocks(m, d)
+    assert (block_q, block_k) == (64, 200)
+    for count in (lambda n, mm: flash.flash1_io(n, d, flash.paper_blocks(mm, d)[1]),
+                  lambda n, mm: flash.flash2_io(n, d, *flash.paper_blocks(mm, d))):
+        small, big = count(4096, m), count(8192, m)
+        assert 3.8 < big.total / small.total < 4.1    # N^2
+        assert count(4096, m).total < flash.naive_io(4096, d).total
+    # with the same blocks, FA-2 moves K, V (2Nd) per query block where FA-1 moves Q in and
+    # O in and out (3Nd) plus l and m per key block
+    assert flash.flash2_io(4096, d, 128, 128).total < flash.flash1_io(4096, d, 128).total
+    # FA-1's count falls as 1 / M through B_c = M / 4d
+    assert 1.75 < (flash.flash1_io(4096, d, 200).total / flash.flash1_io(4096, d, 400).total) < 2.05
+
+
+def test_the_papers_memory_hierarchy():
+    sram = flash.HIERARCHY["SRAM"]
+    assert sram["bytes_per_sm"] * sram["n_sm"] == 192 * 1024 * 108     # about 20 MB
+    assert flash.HIERARCHY["HBM"]["bandwidth_tb_s"] == (1.5, 2.0)
 
 
 def test_io_models_reject_bad_sizes():
     with pytest.raises(ValueError, match="seq_len must be a positive int"):
         flash.naive_io(0, 64)
     with pytest.raises(ValueError, match="must hold at least 4 \\* head_dim"):
-        flash.tiled_io(128, 64, 100)
+        flash.paper_blocks(100, 64)
+    with pytest.raises(ValueError, match="block_q must be a positive int"):
+        flash.flash2_io(128, 64, 0, 16)
 
 
 def test_tiled_attention_memory_grows_linearly_and_naive_quadratically():
@@ -430,6 +501,39 @@ def test_triton_flash_attention_equals_sdpa(kernels, shape, causal, dtype):
                            rounded_p=None if dtype == torch.float32 else dtype)
     if dtype == torch.float32:
         assert_attention_close(out, flash.tiled_attention(q, k, v, causal), q, k, v)
+
+
+@needs_triton
+def test_triton_forward_returns_the_log_sum_exp(kernels):
+    q, k, v = qkv(1, 2, 1, 21, 29, 16, device=DEVICE)
+    out, lse = kernels.flash_attention_forward(q, k, v, causal=True, block_m=16, block_n=16)
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    scores = (q @ k.repeat_interleave(2, 1).transpose(-1, -2)) / 4.0
+    scores = scores.masked_fill(~causal_mask(21, 29, q.device), float("-inf"))
+    # L = m + log l: the scores' rounding (d-term dot products) plus a kv_len-term sum
+    f32 = torch.float32
+    atol = 2 * (gamma(16 + 3, f32) * (score_size(q, k) + 1) + gamma(29 + 4, f32))
+    torch.testing.assert_close(lse, torch.logsumexp(scores, -1), atol=atol, rtol=0)
+    assert_attention_close(out, sdpa(q, k, v, True), q, k, v)
+
+
+@needs_triton
+@pytest.mark.parametrize("shape, causal", [((1, 4, 2, 40, 40, 16), True),
+                                           ((1, 2, 2, 9, 37, 8), True),
+                                           ((2, 2, 1, 24, 24, 16), False)],
+                         ids=["gqa-causal", "prefix", "mqa-full"])
+def test_triton_backward_equals_sdpa_gradients(kernels, shape, causal):
+    # fp32: the interpreter computes bf16 tl.dot wrongly; shapes small: it is slow
+    inputs = qkv(*shape, seed=11, device=DEVICE)
+    grad_out = torch.randn(*shape[:2], shape[3], shape[5],
+                           generator=torch.Generator().manual_seed(12)).to(DEVICE)
+    triton_in = [t.clone().requires_grad_() for t in inputs]
+    sdpa_in = [t.clone().requires_grad_() for t in inputs]
+    kernels.flash_attention(*triton_in, causal=causal, block_m=16, block_n=16).backward(grad_out)
+    sdpa(*sdpa_in, causal).backward(grad_out)
+    atols = gradient_tolerances(*(t.cpu() for t in inputs), grad_out.cpu(), causal)
+    for name, a, b, atol in zip("qkv", triton_in, sdpa_in, atols, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=atol, rtol=0, msg=f"d{name}")
 
 
 @needs_triton

@@ -183,10 +183,15 @@ def _tiled_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, block_q: int,
 def _tiled_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor,
                     lse: Tensor, causal: bool, block_q: int,
                     block_k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients by recomputing each tile's probabilities P = exp(S - lse) (Dao et al. 2022).
+    """Gradients by recomputing each tile's probabilities P = exp(S - lse) (Dao 2023,
+    Algorithm 2; Dao et al. 2022, section 3.1).
 
-    dV = P^T dO;  dP = dO V^T;  dS = P * (dP - D) with D = rowsum(dO * O);
+    dV = P^T dO;  dP = dO V^T;  dS = P * (dP - D) with D = rowsum(dO * O) = rowsum(P * dP);
     dQ = dS K * scale;  dK = dS^T Q * scale. Shared kv heads sum over their query heads.
+    The tiles are walked in the forward's order (query blocks outside) and each adds into
+    both dQ_i and dK_j, dV_j: safe here, one tile after another. A GPU kernel, whose blocks
+    run in parallel, puts the K/V blocks outside instead so that dK_j, dV_j have one owner
+    (no atomic adds); see `llama_edu.flash.triton.kernels`.
     """
     scale, f32 = 1.0 / math.sqrt(q.shape[-1]), _accumulate_dtype(q)
     qg, kg, vg = _grouped(q, k, v)
