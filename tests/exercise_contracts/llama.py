@@ -45,7 +45,8 @@ def forwarding(**slip):
             layers = layers[::-1]
         for layer in layers:
             causal = not slip.get("not_causal")
-            norm2 = layer.input_layernorm if slip.get("one_norm") else layer.post_attention_layernorm
+            one = slip.get("one_norm")
+            norm2 = layer.input_layernorm if one else layer.post_attention_layernorm
             if slip.get("post_norm"):
                 h = layer.input_layernorm(h + layer.self_attn(h, cos, sin, is_causal=causal))
                 h = norm2(h + layer.mlp(h))
