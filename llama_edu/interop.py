@@ -35,7 +35,8 @@ from .model import Llama, LlamaConfig
 
 __all__ = ["load_hf", "save_hf", "load_meta", "save_meta", "to_hf_model", "from_hf_model",
            "hf_config_dict", "config_from_hf", "hf_state_dict", "meta_state_dict",
-           "meta_params", "config_from_meta", "resolve_dtype"]
+           "meta_params", "config_from_meta", "resolve_dtype", "checkpoint_format",
+           "load_pretrained"]
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
            "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
@@ -419,3 +420,29 @@ def load_meta(path: str | Path, dtype: torch.dtype | str | None = None, *,
         state[ours] = tensor
     return _build(config, state, dtype, device)
 
+
+
+# ---------------------------------------------------------------------------------------
+# either layout: a released checkpoint on disk
+
+def checkpoint_format(path: str | Path) -> str:
+    """"meta" (params.json + consolidated.NN.pth) or "hf" (config.json + safetensors)."""
+    path = _directory(path, "load_pretrained")
+    if (path / "params.json").is_file() and any(path.glob("consolidated.*.pth")):
+        return "meta"
+    if (path / "config.json").is_file() and (any(path.glob("*.safetensors"))
+                                             or (path / "pytorch_model.bin").is_file()):
+        return "hf"
+    found = sorted(p.name for p in path.iterdir())[:8]
+    raise FileNotFoundError(f"{path} holds neither Meta's layout (params.json and "
+                            "consolidated.00.pth, as in Llama-2-7b) nor Hugging Face's "
+                            f"(config.json and model.safetensors, as in Llama-2-7b-hf); it has "
+                            f"{found}")
+
+
+def load_pretrained(path: str | Path, dtype: torch.dtype | str | None = None, *,
+                    device: torch.device | str = "cpu") -> Llama:
+    """A Llama from a released checkpoint directory in either layout (see
+    `checkpoint_format`): `load_meta` or `load_hf`. Neither runs pickled code."""
+    fmt = checkpoint_format(path)
+    return (load_meta if fmt == "meta" else load_hf)(path, dtype, device=device)

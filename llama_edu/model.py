@@ -240,7 +240,8 @@ class Llama(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        # a meta tensor has no values to draw (and drawing them costs ms per tensor there)
+        if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, tokens: Tensor, start_pos: int = 0, cache: list[KVCache] | None = None,

@@ -462,3 +462,73 @@ def test_an_unusual_ffn_size_survives_meta(tmp_path):
     assert read_meta(tmp_path)[0]["hidden_dim"] == 40
     tokens = torch.randint(0, 101, (1, 6))
     assert torch.equal(load_meta(tmp_path)(tokens), model(tokens))
+
+
+# ---------------------------------------------------------------------------------------
+# a released checkpoint in either layout, and lesson 09's optional Llama 2 cell
+
+def fake_llama2(tmp_path, fmt: str) -> tuple[Llama, "Path"]:  # noqa: F821
+    """A model with Llama 2's vocabulary (32,000) and tiny sizes, saved as Meta releases it
+    (bf16, vocab_size -1 in params.json) or as transformers' save_pretrained writes it."""
+    model = random_model(tiny(vocab_size=32_000, dim=16, n_layers=1, n_heads=2, n_kv_heads=2))
+    path = tmp_path / fmt
+    if fmt == "meta":
+        save_meta(model, path)
+        params, weights = read_meta(path)
+        (path / "params.json").write_text(json.dumps({**params, "vocab_size": -1}),
+                                          encoding="utf-8")
+        torch.save({k: v.to(torch.bfloat16) for k, v in weights.items()},
+                   path / "consolidated.00.pth")
+        model = model.to(torch.bfloat16).float()      # what the file holds
+    else:
+        to_hf_model(model).save_pretrained(path)
+    return model, path
+
+
+@pytest.mark.parametrize("fmt", ["meta", "hf"])
+def test_load_pretrained_reads_either_layout(tmp_path, fmt):
+    from llama_edu.interop import checkpoint_format, load_pretrained
+
+    model, path = fake_llama2(tmp_path, fmt)
+    assert checkpoint_format(path) == fmt
+    back = load_pretrained(path, dtype="fp32")
+    assert back.config.vocab_size == 32_000
+    tokens = torch.randint(0, 32_000, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(back(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="neither Meta's layout"):
+        checkpoint_format(tmp_path)
+
+
+def _notebook_cell(marker: str) -> str:
+    import nbformat
+
+    from llama_edu.checkpoint import COURSE_MODEL
+
+    notebook = nbformat.read(COURSE_MODEL.parents[1] / "notebooks" / "09_llama.ipynb", 4)
+    found = [c.source for c in notebook.cells if c.cell_type == "code" and marker in c.source]
+    assert len(found) == 1, f"one cell of lesson 09 should mention {marker}"
+    return found[0]
+
+
+@pytest.mark.parametrize("fmt", ["meta", "hf", None])
+def test_lesson_09s_llama2_cell_runs_on_a_fake_checkpoint(tmp_path, monkeypatch, capsys, fmt):
+    import os
+
+    from llama_edu.generate import generate
+    from llama_edu.model import count_parameters
+
+    if fmt is None:
+        monkeypatch.delenv("LLAMA2_PATH", raising=False)
+    else:
+        monkeypatch.setenv("LLAMA2_PATH", str(fake_llama2(tmp_path, fmt)[1]))
+    namespace = {"os": os, "torch": torch, "device": torch.device("cpu"),
+                 "generate": generate, "count_parameters": count_parameters}
+    exec(_notebook_cell('os.environ.get("LLAMA2_PATH")'), namespace)
+    lines = capsys.readouterr().out.splitlines()
+    if fmt is None:
+        assert lines[0].startswith("Skipped: to run Llama 2 here, set LLAMA2_PATH")
+        return
+    assert lines[0].startswith(f"{fmt} checkpoint: ") and "1 layers" in lines[0]
+    assert lines[1].startswith("'The capital of France is") and lines[2].startswith("'从前，")
+    assert namespace["llama2"].embed_tokens.weight.dtype == torch.bfloat16

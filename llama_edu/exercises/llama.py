@@ -1,104 +1,197 @@
-"""Checks for lesson 09: the decoder layer's residual wiring, and counting parameters by hand."""
+"""Checks for lesson 09: the whole Llama forward pass from its pieces, and counting
+parameters by hand."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from ..model import DecoderLayer, LlamaConfig, count_parameters
-from ..positions import rope_cos_sin
-from ._common import call, expect, expect_tensor, passed, rng
+from ..model import DecoderLayer, Llama, LlamaConfig, count_parameters
+from ..numerics import model_tolerance
+from ._common import ForbiddenCall, call, expect, expect_tensor, forbids, passed, rng
 
-__all__ = ["check_decoder_layer", "check_parameter_count"]
+__all__ = ["check_llama_forward", "check_parameter_count"]
 
 
 # ---------------------------------------------------------------------------------------
-# The decoder layer: h = x + Attn(Norm1(x));  out = h + FFN(Norm2(h))
+# The whole forward pass from the model's pieces:
+#   h = embed(tokens); per layer h = h + Attn(Norm1(h)); h = h + FFN(Norm2(h));
+#   logits = head(Norm(h))
 
-def _layer_case(dim: int, n_heads: int, n_kv_heads: int, batch: int, seq: int, seed: int):
-    """A random decoder layer (norm gains too, so the two norms differ) and its pieces."""
+class _Forbidden(nn.Module):
+    """A container of pieces whose own forward is off limits in this exercise."""
+
+    what = "the model"
+
+    def forward(self, *args, **kwargs):
+        raise ForbiddenCall(f"your function called {self.what} itself, which runs llama_edu's "
+                            "own forward pass; this exercise asks you to write that pass from "
+                            "its pieces (embed_tokens, rotary, each layer's norms, self_attn "
+                            "and mlp, then norm and lm_head)")
+
+
+class _LayerPieces(_Forbidden):
+    """One decoder layer's pieces under Llama's names, without the layer's forward."""
+
+    what = "a layer (model.layers[i](...))"
+
+    def __init__(self, layer: DecoderLayer):
+        super().__init__()
+        self.input_layernorm, self.self_attn = layer.input_layernorm, layer.self_attn
+        self.post_attention_layernorm, self.mlp = layer.post_attention_layernorm, layer.mlp
+
+
+class _ModelPieces(_Forbidden):
+    """A Llama's pieces under the package's names, without its forward."""
+
+    what = "the model (model(tokens))"
+
+    def __init__(self, model: Llama):
+        super().__init__()
+        self.config = model.config
+        self.embed_tokens, self.rotary = model.embed_tokens, model.rotary
+        self.layers = nn.ModuleList(_LayerPieces(layer) for layer in model.layers)
+        self.norm, self.lm_head = model.norm, model.lm_head
+
+
+_FORWARD_CASES = [  # name, config fields, batch, seq
+    ("2 layers, grouped-query attention, 2 texts of 7 tokens",
+     dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50), 2, 7),
+    ("1 layer with the LM head tied to the embedding, 1 text of 5 tokens",
+     dict(dim=24, n_layers=1, n_heads=3, vocab_size=37, tie_word_embeddings=True), 1, 5),
+    ("3 layers, multi-query attention, rope_theta 1e6, 3 texts of 1 token (t = 1)",
+     dict(dim=32, n_layers=3, n_heads=4, n_kv_heads=1, vocab_size=64, rope_theta=1e6), 3, 1),
+    ("4 layers, multi-head attention, 1 text of 12 tokens",
+     dict(dim=16, n_layers=4, n_heads=2, vocab_size=40), 1, 12),
+]
+
+
+def _forward_case(fields: dict, batch: int, seq: int, seed: int):
+    """A Llama with trained-scale random weights (norm gains too) and random tokens."""
     generator = rng(seed)
-    config = LlamaConfig(dim=dim, n_layers=1, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                         vocab_size=16, multiple_of=8, max_seq_len=32)
-    layer = DecoderLayer(config).eval()
+    config = LlamaConfig(**fields, multiple_of=8, max_seq_len=32)
+    model = Llama(config).eval()
     with torch.no_grad():
-        for name, param in layer.named_parameters():
-            if name.endswith("layernorm.weight"):
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
                 param.copy_(0.5 + torch.rand(param.shape, generator=generator))
+            elif name.startswith("embed_tokens"):
+                param.copy_(torch.randn(param.shape, generator=generator))
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * param.shape[1] ** -0.5)
-    x = torch.randn(batch, seq, dim, generator=generator) * 2 + 0.5
-    cos, sin = rope_cos_sin(seq, config.head_dim)
-
-    def attention(t):                       # causal self-attention with RoPE, (b, s, dim)
-        return layer.self_attn(t, cos, sin, None, seq > 1)
-
-    pieces = {"attention": attention, "ffn": layer.mlp,
-              "attention_norm": layer.input_layernorm, "ffn_norm": layer.post_attention_layernorm}
-    with torch.no_grad():
-        expected = layer(x, cos, sin, None, seq > 1)
-    return x, pieces, expected
+    tokens = torch.randint(0, config.vocab_size, (batch, seq), generator=generator)
+    return model, tokens
 
 
-def _wiring_mistakes(x, attention, ffn, attention_norm, ffn_norm):
-    """What each classic wrong wiring returns, with the feedback it deserves."""
-    h = x + attention(attention_norm(x))
-    post = attention_norm(x + attention(x))
-    parallel = ("the FFN reads x instead of h: that is the parallel block of GPT-J and PaLM. "
-                "Llama runs the FFN after attention, on h = x + attention(attention_norm(x))")
-    return [
-        (ffn_norm(post + ffn(post)),
-         "you normalised after adding the residual (Norm(x + Attn(x))): that is Post-LN, the "
-         "2017 Transformer. Llama is Pre-LN: normalise the input of each sublayer and add its "
-         "output to the untouched x: h = x + attention(attention_norm(x))"),
-        (ffn(ffn_norm(attention(attention_norm(x)))),
-         "there is no residual connection: add each sublayer's output to its input "
-         "(h = x + ..., out = h + ...)"),
-        (h + ffn(ffn_norm(attention(attention_norm(x)))),
-         "the FFN reads only the attention output; it must read h = x + attention(...), the "
-         "residual stream after the attention block"),
-        (attention_norm(x) + attention(attention_norm(x))
-         + ffn(ffn_norm(attention_norm(x) + attention(attention_norm(x)))),
-         "you added the normalised x to the residual. The residual stream carries x itself; "
-         "only the sublayer's input is normalised"),
-        (h + ffn(ffn_norm(x)), parallel),
-        (h + ffn(attention_norm(h)),
-         "you used attention_norm before the FFN too; each sublayer has its own norm (its own "
-         "gain): out = h + ffn(ffn_norm(h))"),
-        (x + ffn(ffn_norm(h)),
-         "the second residual adds x; it must add h, so the attention's contribution is kept: "
-         "out = h + ffn(ffn_norm(h))"),
-        (ffn_norm(h + ffn(ffn_norm(h))),
-         "you normalised the layer's output. In Pre-LN the output stays unnormalised; the "
-         "model applies one final RMSNorm after the last layer"),
-    ]
+def _forward_variant(model: Llama, tokens: torch.Tensor, *, post_norm=False, attn_res=True,
+                     ffn_res=True, final_norm=True, normed_stream=False, reverse=False,
+                     causal=True, rope=True, parallel=False, one_norm=False,
+                     softmax=False) -> torch.Tensor:
+    """The forward pass with one classic slip switched on (all off: the right answer)."""
+    seq = tokens.shape[1]
+    cos, sin = model.rotary(torch.arange(seq)) if rope else (None, None)
+    h = model.embed_tokens(tokens)
+    layers = list(model.layers)[::-1] if reverse else model.layers
+    for layer in layers:
+        norm1 = layer.input_layernorm
+        norm2 = norm1 if one_norm else layer.post_attention_layernorm
+
+        def attn(t, layer=layer):
+            return layer.self_attn(t, cos, sin, None, causal and seq > 1)
+        if post_norm:
+            h = norm1(h + attn(h))
+            h = norm2(h + layer.mlp(h))
+            continue
+        if normed_stream:                 # h = norm(h), then the residual adds the normed h
+            h = norm1(h)
+            h = h + attn(h)
+            h = norm2(h)
+            h = h + layer.mlp(h)
+            continue
+        x = h
+        a = attn(norm1(h))
+        h = h + a if attn_res else a
+        f = layer.mlp(norm2(x if parallel else h))
+        h = h + f if ffn_res else f
+    logits = model.lm_head(model.norm(h) if final_norm else h)
+    return torch.softmax(logits, -1) if softmax else logits
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return torch.allclose(a.detach().double(), b.double(), atol=1e-4, rtol=1e-4)
+_FORWARD_MISTAKES = [
+    (dict(post_norm=True),
+     "you normalised after adding the residual, h = Norm(h + Attn(h)): that is Post-LN, the "
+     "2017 Transformer. Llama is Pre-LN: each sublayer reads a normalised copy and adds its "
+     "output to the untouched stream, h = h + attn(norm(h))"),
+    (dict(attn_res=False, ffn_res=False),
+     "there is no residual connection: add each sublayer's output to the stream "
+     "(h = h + ...), do not replace the stream with it"),
+    (dict(attn_res=False),
+     "the attention sublayer has no residual: h = h + self_attn(...), not h = self_attn(...)"),
+    (dict(ffn_res=False),
+     "the FFN sublayer has no residual: h = h + mlp(...), not h = mlp(...)"),
+    (dict(final_norm=False),
+     "the LM head read the un-normalised residual stream: apply the final model.norm to the "
+     "last layer's output and give its result to lm_head"),
+    (dict(normed_stream=True),
+     "you normalised the residual stream itself (h = norm(h), then h + attn(h)); only the "
+     "sublayer's input is normalised, the stream carries the un-normalised h"),
+    (dict(reverse=True),
+     "the layers ran in the wrong order: model.layers[0] comes first, right after the "
+     "embedding"),
+    (dict(causal=False),
+     "attention is not causal, so every position reads the tokens after it: pass "
+     "is_causal=True to self_attn"),
+    (dict(rope=False),
+     "the attention got no positions: compute cos, sin = model.rotary(positions) once and "
+     "pass them to every self_attn"),
+    (dict(parallel=True),
+     "the FFN reads the layer's input instead of h after attention: that is the parallel "
+     "block of GPT-J and PaLM; Llama runs the FFN on h = h + attn(norm(h))"),
+    (dict(one_norm=True),
+     "you used input_layernorm before the FFN too; each sublayer has its own norm (its own "
+     "gain): the FFN reads post_attention_layernorm(h)"),
+    (dict(softmax=True),
+     "you returned probabilities; the model returns logits (lm_head's output, no softmax)"),
+]
 
 
-def check_decoder_layer(fn) -> None:
-    """fn(x, attention, ffn, attention_norm, ffn_norm) -> the Pre-LN decoder layer's output.
-
-    Each piece is a callable (batch, seq, dim) -> (batch, seq, dim).
-    """
-    cases = [(16, 4, 2, 2, 5, 0), (24, 6, 6, 1, 1, 1), (32, 4, 1, 3, 7, 2)]
-    for dim, n_heads, n_kv_heads, batch, seq, seed in cases:
-        x, pieces, expected = _layer_case(dim, n_heads, n_kv_heads, batch, seq, seed)
-        what = f"decoder_layer on x of shape {(batch, seq, dim)}"
+@forbids("forward")
+def check_llama_forward(fn) -> None:
+    """fn(model, tokens) -> logits (batch, seq, vocab_size), written from the model's pieces
+    (model.embed_tokens, model.rotary, model.layers[i].input_layernorm / self_attn /
+    post_attention_layernorm / mlp, model.norm, model.lm_head) without calling the model's
+    or a layer's forward."""
+    for k, (name, fields, batch, seq) in enumerate(_FORWARD_CASES):
+        model, tokens = _forward_case(fields, batch, seq, 40 + k)
+        what = f"llama_forward on {name}"
         with torch.no_grad():
-            out = call(fn, x.clone(), **pieces, what=what)
+            expected = model(tokens)
+            out = call(fn, _ModelPieces(model), tokens.clone(), what=what,
+                       forbidden=check_llama_forward.forbidden_calls)
             expect(isinstance(out, torch.Tensor),
-                   f"{what} should return a torch.Tensor, got {type(out).__name__}")
-            expect(out.shape == expected.shape, f"{what} returned shape {tuple(out.shape)}, "
-                   f"expected {tuple(expected.shape)}: the layer keeps the shape of x")
-            for wrong, hint in _wiring_mistakes(x, **pieces):
-                if _close(out, wrong) and not _close(out, expected):
+                   f"{what} should return the logits as a torch.Tensor, got {type(out).__name__}")
+            if tuple(out.shape) != tuple(expected.shape):
+                hint = (" (batch, seq, dim): the LM head is missing" if out.shape[-1:] ==
+                        (model.config.dim,) and out.dim() == 3 else "")
+                raise AssertionError(f"{what} returned shape {tuple(out.shape)}, expected "
+                                     f"{tuple(expected.shape)} = (batch, seq, vocab_size){hint}")
+            tol = model_tolerance(model.config, scale=float(expected.abs().max()))
+            if _close(out, expected, tol):
+                continue
+            for slip, hint in _FORWARD_MISTAKES:
+                wrong = _forward_variant(model, tokens, **slip)
+                if _close(out, wrong, tol) and not _close(wrong, expected, tol):
                     raise AssertionError(f"{what}: {hint}")
-            expect_tensor(out, expected, what, atol=1e-4, rtol=1e-4,
-                          hint="compare your wiring with h = x + attention(attention_norm(x)); "
-                          "out = h + ffn(ffn_norm(h))")
-    passed("decoder_layer is wired like Llama: h = x + Attn(Norm(x)); out = h + FFN(Norm(h))")
+            expect_tensor(out, expected, what, atol=tol["atol"], rtol=tol["rtol"],
+                          hint="per layer: h = h + self_attn(input_layernorm(h), cos, sin, "
+                          "is_causal=True); h = h + mlp(post_attention_layernorm(h)); then "
+                          "lm_head(norm(h))")
+    passed("llama_forward equals llama_edu's Llama on 4 configs (GQA, tied head, MQA with "
+           "t = 1, 4 layers)")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: dict) -> bool:
+    return torch.allclose(a.detach().double(), b.double(), atol=tol["atol"], rtol=tol["rtol"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,50 +1,94 @@
-"""Lesson 09's checks: the decoder layer's residual wiring, and counting parameters."""
+"""Lesson 09's checks: the whole Llama forward from its pieces, and counting parameters."""
+
+import torch
 
 from ._contract import Contract
 
-# ---- the decoder layer ------------------------------------------------------------------
+# ---- the whole forward pass -------------------------------------------------------------
 
 
-def pre_ln(x, attention, ffn, attention_norm, ffn_norm):
-    h = x + attention(attention_norm(x))
-    return h + ffn(ffn_norm(h))
+def forward_ok(model, tokens):
+    seq = tokens.shape[1]
+    cos, sin = model.rotary(torch.arange(seq, device=tokens.device))   # (seq, head_dim)
+    h = model.embed_tokens(tokens)                                      # (b, seq, dim)
+    for layer in model.layers:
+        h = h + layer.self_attn(layer.input_layernorm(h), cos, sin, is_causal=True)
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return model.lm_head(model.norm(h))                                 # (b, seq, vocab)
 
 
-def post_ln(x, attention, ffn, attention_norm, ffn_norm):
-    h = attention_norm(x + attention(x))
-    return ffn_norm(h + ffn(h))
+def forward_ok_explicit(model, tokens):
+    """The same, with a mask built by hand instead of is_causal (a learner may do that)."""
+    batch, seq = tokens.shape
+    positions = torch.arange(seq)
+    cos, sin = model.rotary(positions)
+    mask = torch.ones(seq, seq, dtype=torch.bool).tril()
+    h = model.embed_tokens(tokens)
+    for i in range(len(model.layers)):
+        layer = model.layers[i]
+        attn_in = layer.input_layernorm(h)
+        h = h + layer.self_attn(attn_in, cos, sin, mask)
+        ffn_in = layer.post_attention_layernorm(h)
+        h = h + layer.mlp(ffn_in)
+    h = model.norm(h)
+    return model.lm_head(h)
 
 
-def no_residual(x, attention, ffn, attention_norm, ffn_norm):
-    return ffn(ffn_norm(attention(attention_norm(x))))
+def forwarding(**slip):
+    """forward_ok with one classic slip."""
+    def fn(model, tokens):
+        seq = tokens.shape[1]
+        cos, sin = model.rotary(torch.arange(seq)) if not slip.get("no_rope") else (None, None)
+        h = model.embed_tokens(tokens)
+        layers = list(model.layers)
+        if slip.get("reverse"):
+            layers = layers[::-1]
+        for layer in layers:
+            causal = not slip.get("not_causal")
+            one = slip.get("one_norm")
+            norm2 = layer.input_layernorm if one else layer.post_attention_layernorm
+            if slip.get("post_norm"):
+                h = layer.input_layernorm(h + layer.self_attn(h, cos, sin, is_causal=causal))
+                h = norm2(h + layer.mlp(h))
+                continue
+            if slip.get("in_place"):
+                h = layer.input_layernorm(h)
+                h = h + layer.self_attn(h, cos, sin, is_causal=causal)
+                h = norm2(h)
+                h = h + layer.mlp(h)
+                continue
+            x = h
+            a = layer.self_attn(layer.input_layernorm(h), cos, sin, is_causal=causal)
+            h = a if slip.get("no_attn_res") or slip.get("no_res") else h + a
+            f = layer.mlp(norm2(x if slip.get("parallel") else h))
+            h = f if slip.get("no_ffn_res") or slip.get("no_res") else h + f
+        if slip.get("no_final_norm"):
+            return model.lm_head(h)
+        if slip.get("unused_norm"):
+            model.norm(h)
+            return model.lm_head(h)
+        logits = model.lm_head(model.norm(h))
+        if slip.get("softmax"):
+            return torch.softmax(logits, -1)
+        if slip.get("hidden"):
+            return model.norm(h)
+        return logits
+    return fn
 
 
-def parallel_block(x, attention, ffn, attention_norm, ffn_norm):
-    return x + attention(attention_norm(x)) + ffn(ffn_norm(x))
+def calls_model(model, tokens):
+    return model(tokens)
 
 
-def one_norm_twice(x, attention, ffn, attention_norm, ffn_norm):
-    h = x + attention(attention_norm(x))
-    return h + ffn(attention_norm(h))
+def calls_layers(model, tokens):
+    cos, sin = model.rotary(torch.arange(tokens.shape[1]))
+    h = model.embed_tokens(tokens)
+    for layer in model.layers:
+        h = layer(h, cos, sin, is_causal=True)
+    return model.lm_head(model.norm(h))
 
 
-def normed_residual(x, attention, ffn, attention_norm, ffn_norm):
-    x = attention_norm(x)
-    h = x + attention(x)
-    return h + ffn(ffn_norm(h))
-
-
-def second_residual_from_x(x, attention, ffn, attention_norm, ffn_norm):
-    h = x + attention(attention_norm(x))
-    return x + ffn(ffn_norm(h))
-
-
-def normed_output(x, attention, ffn, attention_norm, ffn_norm):
-    h = x + attention(attention_norm(x))
-    return ffn_norm(h + ffn(ffn_norm(h)))
-
-
-def decoder_layer(x, attention, ffn, attention_norm, ffn_norm):  # as nbgrader releases it
+def llama_forward(model, tokens):  # as nbgrader releases it
     raise NotImplementedError()
 
 
@@ -71,19 +115,26 @@ def counting(**slip):
 
 
 CONTRACTS = {
-    "check_decoder_layer": Contract(
-        references=[pre_ln], stub=decoder_layer, passed="decoder_layer is wired like Llama",
+    "check_llama_forward": Contract(
+        references=[forward_ok, forward_ok_explicit], stub=llama_forward,
+        passed="llama_forward equals llama_edu's Llama",
         mistakes=[
-            (post_ln, "Post-LN"),
-            (no_residual, "no residual connection"),
-            (parallel_block, "parallel block of GPT-J"),
-            (one_norm_twice, "its own norm"),
-            (normed_residual, "added the normalised x to the residual"),
-            (second_residual_from_x, "second residual adds x"),
-            (normed_output, "normalised the layer's output"),
-            (lambda x, *args, **kw: x[:, -1], r"returned shape \(2, 16\), expected \(2, 5, 16\)"),
-            (lambda x, attention, ffn, attention_norm, ffn_norm:
-             pre_ln(x, attention, ffn, attention_norm, ffn_norm) * 1.01, "off by up to"),
+            (forwarding(post_norm=True), "Post-LN"),
+            (forwarding(no_res=True), "there is no residual connection"),
+            (forwarding(no_attn_res=True), "attention sublayer has no residual"),
+            (forwarding(no_ffn_res=True), "FFN sublayer has no residual"),
+            (forwarding(no_final_norm=True), "un-normalised residual stream"),
+            (forwarding(in_place=True), "normalised the residual stream itself"),
+            (forwarding(reverse=True), "wrong order"),
+            (forwarding(not_causal=True), "is_causal=True"),
+            (forwarding(no_rope=True), "got no positions"),
+            (forwarding(parallel=True), "parallel block"),
+            (forwarding(one_norm=True), "its own norm"),
+            (forwarding(softmax=True), "returned probabilities"),
+            (forwarding(hidden=True), "the LM head is missing"),
+            (calls_model, r"called the model \(model\(tokens\)\) itself"),
+            (calls_layers, r"called a layer"),
+            (lambda model, tokens: forward_ok(model, tokens) * 1.01, "off by up to"),
         ]),
     "check_parameter_count": Contract(
         references=[count], passed="6,738,415,616",
