@@ -15,8 +15,9 @@ rescales a normalised activation, so pulling it towards zero fights the normalis
 itself, and the gains are too few to overfit with.
 
 `train` runs the loop (matmuls in the chosen precision, see `llama_edu.precision`; data
-parallel under torchrun),
-one `train_step` at a time, and saves checkpoints with `llama_edu.checkpoint`.
+parallel under torchrun), one `train_step` at a time, with optional `evaluators` (say, the
+loss on held-out text of each language), and saves checkpoints with `llama_edu.checkpoint`.
+`shift_tokens` turns padded windows of seq_len + 1 ids into inputs and targets.
 `quick_train` is the few-line loop the early lessons use to compare variants of a model.
 """
 
