@@ -15,8 +15,9 @@ rescales a normalised activation, so pulling it towards zero fights the normalis
 itself, and the gains are too few to overfit with.
 
 `train` runs the loop (matmuls in the chosen precision, see `llama_edu.precision`; data
-parallel under torchrun),
-one `train_step` at a time, and saves checkpoints with `llama_edu.checkpoint`.
+parallel under torchrun), one `train_step` at a time, with optional `evaluators` (say, the
+loss on held-out text of each language), and saves checkpoints with `llama_edu.checkpoint`.
+`shift_tokens` turns padded windows of seq_len + 1 ids into inputs and targets.
 `quick_train` is the few-line loop the early lessons use to compare variants of a model.
 """
 
@@ -40,10 +41,22 @@ from .data import TokenDataset, random_batch
 from .model import Llama
 from .precision import PRECISIONS, Precision, choose_precision
 
+IGNORE = -100   # a target id the loss skips (padding), F.cross_entropy's ignore_index
+
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean next-token cross-entropy.  logits (b, s, vocab), targets (b, s) -> scalar"""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    """Mean next-token cross-entropy over the targets that are not IGNORE.
+    logits (b, s, vocab), targets (b, s) -> scalar"""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def shift_tokens(tokens: Tensor, pad_id: int | None = None) -> tuple[Tensor, Tensor]:
+    """Windows of seq_len + 1 ids -> (inputs, targets): position t predicts token t + 1, and
+    a padding target becomes IGNORE.  tokens (b, s + 1) -> (b, s), (b, s)"""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    if pad_id is not None:
+        targets = targets.masked_fill(targets == pad_id, IGNORE)
+    return inputs, targets
 
 
 # ---------------------------------------------------------------------------------------
@@ -62,15 +75,14 @@ def lr_at(step: int, peak_lr: float, warmup: int, total_steps: int,
 
 
 def param_groups(model: nn.Module, weight_decay: float = 0.1) -> list[dict]:
-    """Two AdamW groups: matrices (dim >= 2) decay, vectors (norm gains, biases) do not."""
-    decay, no_decay, seen = [], [], set()
-    for param in model.parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))                     # a tied embedding / head counts once
-        (decay if param.dim() >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    """Two AdamW groups: matrices (dim >= 2) decay, vectors (norm gains, biases) do not.
+
+    `model.parameters()` yields a tensor shared by two modules (a tied embedding and head)
+    once, so each parameter lands in exactly one group; AdamW refuses a tensor listed twice.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
 def _option(default, help: str, choices: tuple | None = None, cli_default=None):
@@ -145,7 +157,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 @dataclass
 class History:
-    """What a run recorded: per step loss, lr, gradient norm; per evaluation val loss."""
+    """What a run recorded: per step loss, lr, gradient norm; per evaluation val loss
+    (and, in `val_by`, the value of each of train's `evaluators`)."""
 
     step: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -153,6 +166,7 @@ class History:
     grad_norm: list[float] = field(default_factory=list)
     val_step: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_by: dict[str, list[float]] = field(default_factory=dict)   # train's `evaluators`
     seconds: float = 0.0
     tokens: int = 0
 
@@ -194,6 +208,8 @@ class LivePlot:
         self.ax.plot(history.step, history.loss, lw=0.8, alpha=0.6, label="training batch")
         if history.val_step:
             self.ax.plot(history.val_step, history.val_loss, "o-", label="validation")
+        for name, values in history.val_by.items():
+            self.ax.plot(history.val_step, values, ".--", label=name)
         viz.label(self.ax, self.title, "step", "cross-entropy (nats per token)")
         self.ax.legend()
         if self.handle is not None:
@@ -328,6 +344,14 @@ def _global_mean(loss: Tensor, world: int) -> float:
     return float(loss)
 
 
+def _run_evaluators(model: nn.Module, evaluators: dict, history: History) -> None:
+    model.eval()
+    with torch.no_grad():
+        for name, fn in evaluators.items():
+            history.val_by.setdefault(name, []).append(float(fn(model)))
+    model.train()
+
+
 def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
@@ -365,7 +389,7 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
           None = None, resume: bool = False, progress: bool = True, live_plot: bool = False,
           save_optimizer: bool = True, extra_state: dict | None = None,
           tokenizer_model: str | os.PathLike | None = None,
-          overwrite: bool = False) -> History:
+          overwrite: bool = False, evaluators: dict | None = None) -> History:
     """Train `model` on `data` with the Llama 2 recipe; returns the run's History.
 
     out: a checkpoint directory (llama_edu.checkpoint), written every `save_every` steps
@@ -375,6 +399,8 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
     carry on as if never stopped) or `overwrite` (delete it first). Under torchrun (a
     process group initialised, e.g. by `llama_edu.parallel.init_distributed`) the model is
     wrapped in DistributedDataParallel and each rank takes its slice of the same global batch.
+    evaluators: {name: fn(model) -> float} run beside each validation loss (in eval mode,
+    without gradients), e.g. the loss on held-out text of one language; -> History.val_by.
     """
     rank, world = _check_setup(model, config)
     main = rank == 0
@@ -421,6 +447,7 @@ def train(model: Llama, data: TokenDataset, config: TrainConfig, out: str | os.P
                 history.val_step.append(step + 1)
                 history.val_loss.append(evaluate(model, data, config, device,
                                                  precision=precision))
+                _run_evaluators(model, evaluators or {}, history)
             shown.update(history, evaluated)
             history.seconds += time.perf_counter() - began      # saving is not counted
             if _due(step + 1, config.save_every) or last:

@@ -301,3 +301,65 @@ def test_the_shipped_model_knows_both_languages_on_stories_it_never_saw():
     assert english < 1.5 and chinese < 3.0, (english, chinese)   # shipped: 0.94 and 2.30
     report = chinese_continuations(model, tokenizer, n=30)
     assert report["valid_utf8"] >= 27 and report["chinese_first_sentence"] >= 27, report
+
+
+def test_shift_tokens_and_the_loss_skip_padding():
+    from llama_edu.train import IGNORE, lm_loss, shift_tokens
+
+    tokens = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 9]])
+    inputs, targets = shift_tokens(tokens, pad_id=0)
+    assert torch.equal(inputs, tokens[:, :-1])
+    assert targets.tolist() == [[6, 7, IGNORE, IGNORE], [2, 3, 4, 9]]
+    logits = torch.randn(2, 4, 10, generator=torch.Generator().manual_seed(0))
+    real = targets != IGNORE
+    expected = torch.nn.functional.cross_entropy(logits[real], targets[real])
+    torch.testing.assert_close(lm_loss(logits, targets), expected)   # mean over real targets
+
+
+def test_tied_weights_appear_once_without_any_deduplication():
+    """model.parameters() already skips a shared tensor; AdamW refuses one in two groups."""
+    tied = micro_model(tie_word_embeddings=True)
+    every_name = list(tied.named_parameters(remove_duplicate=False))
+    assert len(list(tied.parameters())) == len(every_name) - 1
+    groups = param_groups(tied)
+    assert sum(len(g["params"]) for g in groups) == len(list(tied.parameters()))
+    torch.optim.AdamW(groups)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        torch.optim.AdamW([{"params": [tied.embed_tokens.weight]},
+                           {"params": [tied.lm_head.weight]}])
+
+
+def test_evaluators_are_recorded_at_every_validation(data):
+    calls = []
+
+    def probe(model):
+        calls.append((model.training, torch.is_grad_enabled()))
+        return 1.5
+
+    history = train(micro_model(), data, TrainConfig(steps=6, **SMALL), progress=False,
+                    evaluators={"probe": probe})
+    assert history.val_by == {"probe": [1.5, 1.5]} and history.val_step == [3, 6]
+    assert calls == [(False, False)] * 2                  # in eval mode, without gradients
+
+
+def test_the_exercise_step_written_right_is_train_step():
+    """The check's own correct step (used to name mistakes) equals llama_edu.train's."""
+    from llama_edu.exercises.train import _reference_step, _step, _step_cases, _trajectory
+    from llama_edu.numerics import tolerance
+
+    for _, *case in _step_cases():
+        ours = _trajectory(lambda m, o, s, _, c=case: _step(m, o, s, *c), 7)
+        ref = _trajectory(lambda m, o, s, _, c=case: _reference_step(m, o, s, *c), 7)
+        tol = tolerance(torch.float32, reduction=256, depth=22)
+        assert ours[0] == pytest.approx(ref[0], rel=tol["rtol"])
+        for a, b in zip(ours[1], ref[1], strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=tol["rtol"])
+
+
+def test_schedule_explorer_redraws_for_its_first_control():
+    from llama_edu.widgets.train import schedule_explorer
+
+    explorer = schedule_explorer()
+    before = explorer._png
+    explorer.controls["warmup"].value = 300
+    assert explorer.redraws == 2 and explorer._png != before

@@ -1,52 +1,69 @@
-"""Lesson 10's checks: the learning-rate schedule and the weight-decay parameter groups."""
+"""Lesson 10's checks: the training step and the weight-decay parameter groups."""
 
-import math
+import torch
+import torch.nn.functional as F
 
 from ._contract import Contract
 
-# ---- the schedule -----------------------------------------------------------------------
+# ---- the training step ------------------------------------------------------------------
 
 
-def schedule_ok(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    min_lr = 0.1 * peak_lr
-    progress = min(1.0, (step - warmup) / (total_steps - warmup))
-    return min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+def step_ok(model, optimizer, scheduler, tokens, pad_id, max_norm):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    logits = model(inputs)                                       # (batch, seq_len, vocab)
+    real = targets != pad_id
+    loss = F.cross_entropy(logits[real].float(), targets[real])  # mean over real targets
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss.item()
 
 
-def schedule_from_zero(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * step / warmup
-    return schedule_ok(step, peak_lr, warmup, total_steps)
+def step_ok_ignore_index(model, optimizer, scheduler, tokens, pad_id, max_norm):
+    optimizer.zero_grad(set_to_none=True)                        # zeroed first: also right
+    targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == pad_id, -100)
+    logits = model(tokens)[:, :-1]                               # causal: the same logits
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=-100)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss
 
 
-def schedule_to_zero(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / (total_steps - warmup))
-    return peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
+def _step(**mistake):
+    def step(model, optimizer, scheduler, tokens, pad_id, max_norm):
+        from llama_edu.exercises.train import _step as written
+        return written(model, optimizer, scheduler, tokens, pad_id, max_norm, **mistake)
+    return step
 
 
-def schedule_linear(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / (total_steps - warmup))
-    return 0.1 * peak_lr + 0.9 * peak_lr * (1 - progress)
+def step_off_by_one(model, optimizer, scheduler, tokens, pad_id, max_norm):
+    logits = model(tokens[:, :-1])
+    targets = tokens[:, 2:]                                      # two ahead at the end
+    real = targets != pad_id
+    loss = F.cross_entropy(logits[:, :-1][real].float(), targets[real])
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss.item()
 
 
-def schedule_progress_from_start(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    progress = min(1.0, step / total_steps)
-    return 0.1 * peak_lr + 0.9 * peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def schedule_no_clamp(step, peak_lr, warmup, total_steps):
-    if step < warmup:
-        return peak_lr * (step + 1) / warmup
-    progress = (step - warmup) / (total_steps - warmup)
-    return 0.1 * peak_lr + 0.9 * peak_lr * 0.5 * (1 + math.cos(math.pi * progress))
+def step_clip_after(model, optimizer, scheduler, tokens, pad_id, max_norm):
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    real = targets != pad_id
+    loss = F.cross_entropy(model(inputs)[real], targets[real])
+    loss.backward()
+    optimizer.step()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss.item()
 
 
 # ---- the parameter groups ---------------------------------------------------------------
@@ -100,15 +117,21 @@ def groups_names(model, weight_decay):
 
 
 CONTRACTS = {
-    "check_lr_schedule": Contract(
-        references=[schedule_ok], passed="lr_schedule is right",
+    "check_training_step": Contract(
+        references=[step_ok, step_ok_ignore_index], passed="training_step is right",
         mistakes=[
-            (schedule_from_zero, "step 0 would not learn"),
-            (schedule_to_zero, "decays to 10% of the peak"),
-            (schedule_linear, "straight line"),
-            (schedule_progress_from_start, "start at the end of warmup"),
-            (schedule_no_clamp, "clamp progress at 1"),
-            (lambda *a: "fast", "should return a number"),
+            (_step(shift="none"), "learns to copy"),
+            (_step(shift="backwards"), "shift goes the wrong way"),
+            (step_off_by_one, "The order is"),
+            (_step(loss="pad_targets"), "padding is counted as a target"),
+            (_step(loss="all_positions"), "divided by every position"),
+            (_step(loss="row_mean"), "averages each row first"),
+            (step_clip_after, "unclipped gradients"),
+            (_step(clip="value"), "clip_grad_value_ caps every entry"),
+            (_step(zero_grad=False), "previous step were still there"),
+            (_step(schedule="before"), "the next step's learning rate"),
+            (_step(schedule="never"), "never changed"),
+            (lambda *a: "low", "as a number"),
         ]),
     "check_param_groups": Contract(
         references=[groups_ok], passed="param_groups is right",
