@@ -73,15 +73,16 @@ _GATHERS = ("__getitem__", "index_select", "gather", "take", "take_along_dim")
 
 
 def _copies_in_matmul(args) -> bool:
-    """Whether a matmul broadcasts a 3-d-or-more operand over a batch axis: torch.matmul then
-    expands that operand and reshapes it, which copies it once per broadcast entry."""
+    """Whether torch.matmul must copy an operand: one whose batch axes are broadcast against
+    the other's, yet hold more than one matrix (a single matrix is read with stride 0; a
+    (2, 1) batch expanded to (2, 4) cannot be, so matmul expands and clones it)."""
     a, b = (args + (None, None))[:2]
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return False
     if a.dim() < 3 or b.dim() < 3:      # a 1-d or 2-d operand is folded in, not copied
         return False
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return a.shape[:-2] != batch or b.shape[:-2] != batch
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]).numel()
+    return any(1 < t.shape[:-2].numel() < batch for t in (a, b))
 
 
 class _GroupedReadGuard(torch.overrides.TorchFunctionMode):
