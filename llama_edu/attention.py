@@ -149,9 +149,12 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
     q: (batch, n_heads, q_len, head_dim); k, v: (batch, n_kv_heads, kv_len, head_dim)
     with n_kv_heads dividing n_heads.   -> (batch, n_heads, q_len, head_dim)
 
-    `enable_gqa` spares the caller a repeat_kv. Whether the kernel then reads each shared
-    head in place depends on the backend: torch documents it for the flash and math kernels
-    on CUDA, while on the CPU SDPA's math path repeats K/V internally, copies included.
+    `enable_gqa` spares the caller a repeat_kv; it does not promise that no copy is made.
+    torch's docstring documents GQA only for the flash and math kernels on CUDA tensors,
+    and its math kernel repeat_interleaves K and V first, copies included (on the CPU as
+    well). With torch 2.13 on the CPU, SDPA's default CPU flash kernel reads each shared
+    head in place instead (lesson 07 counts the bytes each kernel allocates). Which kernel
+    runs is SDPA's choice (device, dtype, mask).
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                           enable_gqa=q.shape[1] > k.shape[1])

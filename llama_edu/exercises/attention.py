@@ -1,6 +1,6 @@
-"""Checks for lessons 05-07: the causal mask, the attention forward with causal and padding
-masks, the cache update, the cached greedy decode loop, repeat_kv, and grouping KV heads
-for MHA -> GQA."""
+"""Checks for lessons 05 and 06: the causal mask, the attention forward with causal and
+padding masks, the cache update and the cached greedy decode loop (lesson 07's are in
+`exercises.gqa`)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from ..attention import (
     attention,
     causal_mask,
     masked_softmax,
-    mean_pool_kv_heads,
     padding_mask,
-    repeat_kv,
 )
 from ..generate import generate_no_cache
 from ..model import Llama, LlamaConfig
@@ -21,7 +19,7 @@ from ..numerics import greedy_agreement, tolerance
 from ._common import call, expect, expect_tensor, forbids, passed, rng
 
 __all__ = ["check_causal_mask", "check_attention_forward", "check_cache_update",
-           "check_greedy_cached", "check_repeat_kv", "check_group_kv_heads"]
+           "check_greedy_cached"]
 
 
 def _same(actual, expected: torch.Tensor) -> bool:
@@ -450,66 +448,3 @@ def check_greedy_cached(fn) -> None:
     note = f" (near ties, accepted: {'; '.join(ties)})" if ties else ""
     passed("greedy_cached is right: one prefill, then one token per step into one cache, the "
            f"same tokens as decoding without a cache{note}")
-
-
-# ---------------------------------------------------------------------------------------
-# Lesson 07
-
-
-def check_repeat_kv(fn) -> None:
-    """fn(x, n_rep): (batch, seq, n_kv_heads, head_dim) -> (batch, seq, n_kv_heads * n_rep,
-    head_dim), query head h reading KV head h // n_rep."""
-    generator = rng(0)
-    for shape, n_rep in (((2, 3, 2, 4), 3), ((1, 5, 4, 2), 1), ((2, 4, 1, 3), 4),
-                         ((1, 2, 3, 2), 2)):
-        x = torch.randn(shape, generator=generator)
-        what = f"repeat_kv(x of shape {shape}, n_rep={n_rep})"
-        out = call(fn, x.clone(), n_rep, what=what)
-        ref = repeat_kv(x, n_rep)
-        if isinstance(out, torch.Tensor) and out.shape != ref.shape and out.numel() == ref.numel():
-            raise AssertionError(f"{what} returned shape {tuple(out.shape)}, expected "
-                                 f"{tuple(ref.shape)}: repeat along dimension 2, the heads "
-                                 "(x is batch, seq, n_kv_heads, head_dim)")
-        _expect_shape(out, ref, what)
-        if _same(out, ref):
-            continue
-        if _same(out, x.repeat(1, 1, n_rep, 1)):
-            raise AssertionError(f"{what}: the heads come out tiled (kv0, kv1, kv0, kv1, ...), "
-                                 "but query head h reads KV head h // n_rep, so each head's "
-                                 "copies sit side by side (kv0, kv0, kv1, kv1, ...): use "
-                                 "repeat_interleave, or expand a new axis and reshape")
-        expect_tensor(out, ref, what)
-    passed("repeat_kv is right: each KV head serves n_rep neighbouring query heads")
-
-
-def check_group_kv_heads(fn) -> None:
-    """fn(weight, n_heads, n_kv_heads): mean-pool the (n_heads * head_dim, dim) key or value
-    projection into (n_kv_heads * head_dim, dim), group g = heads g*n_rep .. (g+1)*n_rep - 1."""
-    generator = rng(0)
-    for n_heads, n_kv_heads, head_dim, dim in ((4, 2, 3, 5), (6, 2, 2, 4), (4, 1, 2, 3),
-                                               (4, 4, 2, 3)):
-        weight = torch.randn(n_heads * head_dim, dim, generator=generator)
-        what = f"group_kv_heads(n_heads={n_heads}, n_kv_heads={n_kv_heads}, head_dim={head_dim})"
-        out = call(fn, weight.clone(), n_heads, n_kv_heads, what=what)
-        ref = mean_pool_kv_heads(weight, n_heads, n_kv_heads)
-        _expect_shape(out, ref, what, hint="each KV head keeps its head_dim rows: "
-                      "(n_kv_heads * head_dim, dim)")
-        if _same(out, ref):
-            continue
-        n_rep = n_heads // n_kv_heads
-        heads = weight.reshape(n_heads, head_dim, dim)
-        if _same(out, ref * n_rep):
-            raise AssertionError(f"{what}: you added the heads of each group; average them "
-                                 f"(divide by the group size n_heads // n_kv_heads = {n_rep})")
-        strided = heads.reshape(n_rep, n_kv_heads, head_dim, dim).mean(0).reshape(ref.shape)
-        if _same(out, strided):
-            raise AssertionError(f"{what}: you grouped heads g, g + n_kv_heads, g + 2 n_kv_heads"
-                                 "...; a group is the neighbouring heads g*n_rep .. "
-                                 "(g+1)*n_rep - 1, the query heads repeat_kv hands KV head g to")
-        first = heads.reshape(n_kv_heads, n_rep, head_dim, dim)[:, 0].reshape(ref.shape)
-        if _same(out, first):
-            raise AssertionError(f"{what}: you kept the first head of each group. The GQA "
-                                 "paper starts from the mean of the group's heads, which "
-                                 "keeps more of what every head knew")
-        expect_tensor(out, ref, what)
-    passed("group_kv_heads is right: each KV head is the mean of its group's heads")

@@ -1,5 +1,5 @@
-"""Lessons 05-07's checks: the causal mask, the attention forward, the cache update, the cached
-greedy decode loop, repeat_kv, and grouping KV heads."""
+"""Lessons 05 and 06's checks: the causal mask, the attention forward, the cache update and
+the cached greedy decode loop."""
 
 import math
 
@@ -165,39 +165,6 @@ def greedy_ok_extra_call(model, prompts, n_new):          # one decode call too 
     return greedy_with(model, prompts, n_new, wasted_call=True)
 
 
-# ---- lesson 07: repeat_kv and grouping heads --------------------------------------------
-
-
-def repeat_ok(x, n_rep):
-    return torch.repeat_interleave(x, n_rep, dim=2)
-
-
-def group_ok(weight, n_heads, n_kv_heads):
-    head_dim = weight.shape[0] // n_heads
-    grouped = weight.reshape(n_kv_heads, n_heads // n_kv_heads, head_dim, -1)
-    return grouped.mean(1).reshape(n_kv_heads * head_dim, -1)
-
-
-def group_sum(weight, n_heads, n_kv_heads):
-    return group_ok(weight, n_heads, n_kv_heads) * (n_heads // n_kv_heads)
-
-
-def group_strided(weight, n_heads, n_kv_heads):
-    head_dim = weight.shape[0] // n_heads
-    grouped = weight.reshape(n_heads // n_kv_heads, n_kv_heads, head_dim, -1)
-    return grouped.mean(0).reshape(n_kv_heads * head_dim, -1)
-
-
-def group_first(weight, n_heads, n_kv_heads):
-    head_dim = weight.shape[0] // n_heads
-    grouped = weight.reshape(n_kv_heads, n_heads // n_kv_heads, head_dim, -1)
-    return grouped[:, 0].reshape(n_kv_heads * head_dim, -1)
-
-
-def group_over_rows(weight, n_heads, n_kv_heads):
-    return weight.reshape(n_kv_heads, -1, weight.shape[1]).mean(1)
-
-
 CONTRACTS = {
     "check_causal_mask": Contract(references=[causal_ok], mistakes=[
         (lambda q, kv: ~causal_ok(q, kv), "True and False are swapped"),
@@ -252,16 +219,5 @@ CONTRACTS = {
         (lambda m, p, n: greedy_with(m, p, n, keep_prompt=True), "not the prompt with them"),
         (lambda m, p, n: greedy_with(m, p, n, steps=n - 1), "new tokens, expected"),
         (lambda m, p, n: "tokens", "one list of new token ids per prompt"),
-    ]),
-    "check_repeat_kv": Contract(references=[repeat_ok], mistakes=[
-        (lambda x, n_rep: x.repeat(1, 1, n_rep, 1), "tiled"),
-        (lambda x, n_rep: torch.repeat_interleave(x, n_rep, dim=1), "repeat along dimension 2"),
-        (lambda x, n_rep: x, "returned shape"),
-    ]),
-    "check_group_kv_heads": Contract(references=[group_ok], mistakes=[
-        (group_sum, "you added the heads"),
-        (group_strided, "g \\+ n_kv_heads"),
-        (group_first, "kept the first head"),
-        (group_over_rows, "keeps its head_dim rows"),
     ]),
 }
