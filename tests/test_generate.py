@@ -262,3 +262,118 @@ def test_streamed_pieces_are_the_decoded_text_less_an_incomplete_tail():
         assert "".join(pieces) == full.rstrip("\ufffd")
 
     check()
+
+
+def test_top_p_keeps_every_token_tied_with_the_cutoff():
+    probs = torch.tensor([[0.4, 0.15, 0.15, 0.1, 0.1, 0.1], [0.1, 0.15, 0.4, 0.1, 0.15, 0.1]])
+    kept = torch.isfinite(top_p_filter(probs.log(), 0.5)).tolist()
+    assert kept == [[True, True, True, False, False, False],   # 0.4 + one 0.15 reach 0.5,
+                    [False, True, True, False, True, False]]   # and the other 0.15 ties it
+    assert torch.isfinite(top_k_filter(probs.log(), 2)).sum(-1).tolist() == [3, 3]
+
+
+def test_sampling_probs_is_the_softmax_of_the_filtered_logits():
+    from llama_edu.generate import sampling_probs
+
+    torch.manual_seed(2)
+    logits = torch.randn(4, 30) * 2
+    probs = sampling_probs(logits, 0.7, top_k=10, top_p=0.8)
+    torch.testing.assert_close(probs, torch.softmax(filter_logits(logits, 0.7, 10, 0.8), -1))
+    assert torch.equal(sampling_probs(logits, 0.0), torch.nn.functional.one_hot(
+        logits.argmax(-1), 30).float())
+    assert torch.equal(sampling_probs(logits, 1.0, top_k=0), torch.softmax(logits, -1))
+
+
+def test_repetition_penalty_equals_hf_exactly():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    from llama_edu.generate import repetition_penalty
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 200, generator=generator) * 4
+    previous = torch.randint(0, 200, (3, 40), generator=generator)    # repeats included
+    for penalty in (1.3, 0.8, 1.0):
+        ours = repetition_penalty(logits, previous, penalty)
+        assert torch.equal(ours, RepetitionPenaltyLogitsProcessor(penalty)(previous,
+                                                                           logits.clone()))
+    seen = torch.zeros(3, 200, dtype=torch.bool).scatter(-1, previous, True)
+    lowered = repetition_penalty(logits, previous, 1.5)
+    assert (lowered[seen] < logits[seen]).all() and torch.equal(lowered[~seen], logits[~seen])
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        repetition_penalty(logits, previous, 0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_and_hf():
+    from llama_edu.checkpoint import load_course_model
+    from llama_edu.interop import to_hf_model
+
+    model, tokenizer = load_course_model()
+    return model, tokenizer, to_hf_model(model).eval()
+
+
+def test_greedy_with_repetition_penalty_equals_hf_generate(tiny_and_hf):
+    model, tokenizer, hf = tiny_and_hf
+    prompt = tokenizer.encode("Once upon a time, in a", bos=True)
+    ours = generate(model, prompt, 40, repetition_penalty=1.3)
+    assert ours != generate(model, prompt, 40)
+    x = torch.tensor([prompt])
+    out = hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=40, do_sample=False,
+                      repetition_penalty=1.3, pad_token_id=0, eos_token_id=None)
+    print(greedy_agreement(model, prompt, ours, out[0, len(prompt):].tolist()))
+
+
+def _hf_beams(hf, prompt, eos_id, **kwargs):
+    x = torch.tensor([prompt])
+    out = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0,
+                      eos_token_id=eos_id, output_scores=True, return_dict_in_generate=True,
+                      **kwargs)
+    ids = out.sequences[0, len(prompt):].tolist()
+    if eos_id is not None and eos_id in ids:
+        ids = ids[:ids.index(eos_id) + 1]
+    return ids, float(out.sequences_scores[0])
+
+
+@pytest.mark.parametrize("settings", [
+    dict(length_penalty=1.0, early_stopping=False),
+    dict(length_penalty=1.0, early_stopping=True),
+    dict(length_penalty=0.0, early_stopping="never"),
+    dict(length_penalty=2.0, early_stopping=False),
+    dict(length_penalty=-1.0, early_stopping=False),
+], ids=str)
+def test_beam_search_equals_hf_generate(tiny_and_hf, settings):
+    """Token ids equal; where a near tie between two beams lets rounding pick either one,
+    the best scores still agree within the logits' tolerance (reported, not failed)."""
+    from llama_edu.generate import beam_search
+    from llama_edu.numerics import model_tolerance
+
+    model, tokenizer, hf = tiny_and_hf
+    period = tokenizer.encode(".")[-1]          # an EOS that the stories reach often
+    for text, eos_id in (("Once upon a time, in a", period), ("从前，在一座山里，", None),
+                         ("One day Mira lost a", period)):
+        prompt = tokenizer.encode(text, bos=True)
+        with torch.no_grad():
+            scale = float(model(torch.tensor([prompt]))[0, -1].abs().max())
+        atol = model_tolerance(model.config, scale=scale)["atol"]   # one step's log-probs
+        ours, score = beam_search(model, prompt, 4, 24, eos_id=eos_id, **settings)
+        theirs, their_score = _hf_beams(hf, prompt, eos_id, num_beams=4, max_new_tokens=24,
+                                        **settings)
+        n = len(ours)                            # the score sums n log-probs, / n ** penalty
+        assert abs(score - their_score) <= atol * n / n ** settings["length_penalty"], (
+            score, their_score)
+        if ours != theirs:
+            print(f"near tie between beams after {text!r}: {ours} vs {theirs}")
+
+
+def test_beam_search_of_one_beam_is_greedy_and_errors(tiny_and_hf):
+    from llama_edu.generate import beam_search
+
+    model, tokenizer, _ = tiny_and_hf
+    prompt = tokenizer.encode("Once upon a time", bos=True)
+    ids, _ = beam_search(model, prompt, 1, 20)
+    print(greedy_agreement(model, prompt, ids, generate(model, prompt, 20)))
+    assert beam_search(model, prompt, 3, 0) == ([], 0.0)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(model, prompt, 0, 5)
+    with pytest.raises(ValueError, match="one prompt"):
+        beam_search(model, [prompt, prompt], 2, 5)
