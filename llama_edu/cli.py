@@ -178,8 +178,8 @@ _TUNE_HELP = {
             "the --from model itself frozen as the reference. Reports the held-out accuracy "
             "of the implicit reward beta * log(pi / ref) and the exact-match rate."),
 }
-_TUNE_DEFAULTS = {"sft": {}, "reward": {"steps": 150, "lr": 5e-4, "batch_size": 8},
-                  "dpo": {"steps": 150, "lr": 2e-4, "batch_size": 8}}
+_TUNE_DEFAULTS = {"sft": {}, "reward": {"steps": 60, "lr": 1e-3, "batch_size": 8, "warmup": 5},
+                  "dpo": {"steps": 60, "lr": 3e-4, "batch_size": 8, "warmup": 5}}
 
 
 def _add_tune_commands(commands) -> None:

@@ -311,11 +311,12 @@ def _data(config: TuneConfig) -> tuple[list[Example], list[Example]]:
             make_examples(config.heldout, "heldout", config.seed))
 
 
-def run_sft(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_model=None,
+def run_sft(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_model=None, data=None,
             **options) -> dict:
-    """Supervised fine-tuning on the chosen answers, loss on answer tokens only."""
+    """Supervised fine-tuning on the chosen answers, loss on answer tokens only.
+    data: (training examples, held-out examples), by default generated from the config."""
     device = model.embed_tokens.weight.device
-    train_set, heldout = _data(config)
+    train_set, heldout = data or _data(config)
     policy = _policy(model, config)
 
     def loss_fn(generator):
@@ -330,13 +331,13 @@ def run_sft(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_model=N
 
 
 def run_dpo(model, reference, tokenizer, config: TuneConfig, out=None, *,
-            tokenizer_model=None, **options) -> dict:
+            tokenizer_model=None, data=None, **options) -> dict:
     """DPO from `model` against the frozen `reference` (the SFT model)."""
     from .align import dpo_loss
 
     device = model.embed_tokens.weight.device
     reference.requires_grad_(False).eval()
-    train_set, heldout = _data(config)
+    train_set, heldout = data or _data(config)
     policy = _policy(model, config)
 
     def loss_fn(generator):
@@ -358,7 +359,7 @@ def run_dpo(model, reference, tokenizer, config: TuneConfig, out=None, *,
                 config, out, **options)
 
 
-def run_reward(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_model=None,
+def run_reward(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_model=None, data=None,
                **options) -> dict:
     """The reward model: `model` as backbone plus a scalar head, ranking loss on pairs."""
     from .align import ranking_loss
@@ -370,7 +371,7 @@ def run_reward(model, tokenizer, config: TuneConfig, out=None, *, tokenizer_mode
     if config.lora:
         apply_lora(reward_model.backbone, config.targets, config.lora_r, config.lora_alpha)
         reward_model.head.requires_grad_(True)
-    train_set, heldout = _data(config)
+    train_set, heldout = data or _data(config)
 
     def loss_fn(generator):
         part = _draw(train_set, config.batch_size, generator)
