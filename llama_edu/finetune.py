@@ -133,7 +133,10 @@ def answers(model, tokenizer, examples: list[Example], batch_size: int = 32,
 
 
 def exact_match(model, tokenizer, examples: list[Example], **kwargs) -> float:
-    """Share of prompts whose greedy answer is exactly the chosen answer."""
+    """Share of prompts whose greedy answer is exactly the chosen answer. Generation stops
+    one token after the longest chosen answer (with its EOS): a longer one cannot match."""
+    longest = max(len(tokenizer.encode(e.chosen.strip() + " ", eos=True)) for e in examples)
+    kwargs.setdefault("max_new_tokens", longest + 1)
     got = answers(model, tokenizer, examples, **kwargs)
     return sum(a == e.chosen for a, e in zip(got, examples, strict=True)) / len(examples)
 

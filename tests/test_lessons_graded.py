@@ -25,8 +25,8 @@ def _grade_meta(cell):
     return cell.get("metadata", {}).get("nbgrader")
 
 
-def test_there_are_the_overview_and_twelve_lessons():
-    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(0, 13)]
+def test_there_are_the_overview_and_thirteen_lessons():
+    assert [p.name[:2] for p in LESSONS] == [f"{i:02d}" for i in range(0, 14)]
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
