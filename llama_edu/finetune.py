@@ -141,6 +141,26 @@ def exact_match(model, tokenizer, examples: list[Example], **kwargs) -> float:
     return sum(a == e.chosen for a, e in zip(got, examples, strict=True)) / len(examples)
 
 
+def answer_form(text: str) -> tuple:
+    """What an instruction asks of an answer's form, not its content: Chinese or not, a
+    number, one word, a sentence (ends in a full stop)."""
+    from .data import cjk_share
+
+    text = text.strip()
+    return (cjk_share(text) > 0.5, text.isdigit(), " " not in text and not text.endswith(
+        ("。", ".")), text.endswith(("。", ".")))
+
+
+def form_match(model, tokenizer, examples: list[Example], **kwargs) -> float:
+    """Share of prompts whose greedy answer has the chosen answer's form (`answer_form`):
+    the instruction and the system prompt followed, whether or not the content is right."""
+    longest = max(len(tokenizer.encode(e.chosen.strip() + " ", eos=True)) for e in examples)
+    kwargs.setdefault("max_new_tokens", longest + 1)
+    got = answers(model, tokenizer, examples, **kwargs)
+    return sum(answer_form(a) == answer_form(e.chosen)
+               for a, e in zip(got, examples, strict=True)) / len(examples)
+
+
 @torch.no_grad()
 def answer_logprobs(model, tokenizer, examples: list[Example], batch_size: int = 32
                     ) -> tuple[Tensor, Tensor]:

@@ -24,7 +24,7 @@ COMMANDS = {
     "sft": ["sft", "--from", "assets/tiny", "--out", "runs/sft", "--steps", "300"],
     "sft-lora": ["sft", "--from", "assets/tiny", "--out", "runs/sft-lora", "--steps", "300",
                  "--lora", "--lr", "1e-2"],
-    "dpo": ["dpo", "--from", "runs/sft", "--out", "runs/dpo"],
+    "dpo": ["dpo", "--from", "runs/sft", "--out", "runs/dpo", "--steps", "30"],
     "reward": ["reward", "--from", "runs/sft", "--out", "runs/reward"],
 }
 

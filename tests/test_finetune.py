@@ -170,3 +170,23 @@ def test_reward_model_round_trips(tmp_path, tokenizer):
     (tmp_path / "rm" / "reward_head.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="python -m llama_edu reward"):
         load_reward_model(tmp_path / "rm")
+
+
+def test_the_shipped_chat_models_follow_the_requested_form(tokenizer):
+    """assets/tiny-sft and assets/tiny-chat answer held-out prompts in the form asked for
+    (README's "Chat model" has the 200-prompt figures); the base model does not."""
+    from llama_edu.checkpoint import ASSETS
+
+    heldout = make_examples(16, "heldout")
+    base = load_model(COURSE_MODEL)
+    assert ft.form_match(base, tokenizer, heldout) <= 0.25
+    for name in ("tiny-sft", "tiny-chat"):
+        model = load_model(ASSETS / name, dtype="fp32")
+        assert ft.form_match(model, tokenizer, heldout) >= 0.75, name
+
+
+def test_the_shipped_assets_stay_under_20_mb():
+    from llama_edu.checkpoint import ASSETS
+
+    total = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
+    assert total < 20_000_000, f"assets/ holds {total:,} bytes"
