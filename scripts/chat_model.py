@@ -57,7 +57,7 @@ def measure(n: int = 200) -> list[tuple[str, str]]:
     import torch
 
     from llama_edu.checkpoint import load_model
-    from llama_edu.finetune import exact_match, implicit_reward_accuracy
+    from llama_edu.finetune import exact_match, form_match, implicit_reward_accuracy
     from llama_edu.instructions import make_examples
     from llama_edu.reward import load_reward_model, reward_accuracy
     from llama_edu.tokenizer import load_tokenizer
@@ -74,15 +74,25 @@ def measure(n: int = 200) -> list[tuple[str, str]]:
         if path.is_dir():
             model = load_model(path, dtype="fp32")
             rows.append((f"exact match, {name}", f"{exact_match(model, tokenizer, heldout):.1%}"))
+            rows.append((f"form match, {name}", f"{form_match(model, tokenizer, heldout):.1%}"))
     if (ROOT / "runs/reward").is_dir():
         rm = load_reward_model(ROOT / "runs/reward")
         rows.append(("preference accuracy, reward model",
                      f"{reward_accuracy(rm, tokenizer, heldout):.1%}"))
+        for kind in ("wrong", "too long", "wrong language"):
+            part = [e for e in heldout if e.rejected_kind == kind]
+            rows.append((f"  of which rejected answers '{kind}' ({len(part)} pairs)",
+                         f"{reward_accuracy(rm, tokenizer, part):.1%}"))
     if (ROOT / "assets/tiny-sft").is_dir():
         sft = load_model(ROOT / "assets/tiny-sft", dtype="fp32")
         chat = load_model(ROOT / "assets/tiny-chat", dtype="fp32")
         rows.append(("preference accuracy, DPO implicit reward (tiny-chat vs SFT)",
                      f"{implicit_reward_accuracy(chat, sft, tokenizer, heldout):.1%}"))
+        for kind in ("wrong", "too long", "wrong language"):
+            part = [e for e in heldout if e.rejected_kind == kind]
+            accuracy = implicit_reward_accuracy(chat, sft, tokenizer, part)
+            rows.append((f"  of which rejected answers '{kind}' ({len(part)} pairs)",
+                         f"{accuracy:.1%}"))
         rows.append(("preference accuracy, SFT's own log-probs (log pi(c) > log pi(r))",
                      _logprob_accuracy(sft, tokenizer, heldout)))
     for run in ("sft", "sft-lora", "dpo", "reward"):
