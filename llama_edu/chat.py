@@ -125,3 +125,74 @@ def encode_dialog_llama3(tokenizer, dialog) -> list[int]:
         ids += tokenizer.encode(message["content"].strip(), special=False)
         ids.append(special["<|eot_id|>"])
     return ids + _llama3_header(tokenizer, "assistant")
+
+
+# ---------------------------------------------------------------------------------------
+# A chat in the terminal (python -m llama_edu chat)
+
+EXIT = "/exit"
+
+
+def fit_dialog(tokenizer, dialog: list[dict], room: int) -> tuple[list[dict], list[int]]:
+    """Drop the oldest finished exchanges (the system message stays) until the encoded
+    prompt leaves `room` positions free of the model's max_seq_len: (dialog, ids)."""
+    while True:
+        ids = encode_dialog(tokenizer, dialog)
+        first = 1 if dialog[0]["role"] == "system" else 0
+        if len(ids) <= room or len(dialog) - first < 3:
+            return dialog, ids
+        dialog = dialog[:first] + dialog[first + 2:]
+
+
+def chat_session(model, tokenizer, lines, out, *, system: str | None = None,
+                 max_new_tokens: int = 64, temperature: float = 0.0, top_p: float | None = None,
+                 seed: int = 0, interactive: bool = False) -> list[dict]:
+    """Talk: each line of `lines` is a user message; each answer is streamed to `out`
+    token by token (KV cache, `llama_edu.generate.stream`). Ends at the end of the input
+    or at /exit. Returns the dialog."""
+    import torch
+
+    from .generate import stream, text_pieces
+
+    dialog = [] if system is None else [{"role": "system", "content": system}]
+    generator = torch.Generator(model.embed_tokens.weight.device).manual_seed(seed)
+    room = model.config.max_seq_len - max_new_tokens
+    if room < 8:
+        raise ValueError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in "
+                         f"the model's {model.config.max_seq_len} positions")
+    if interactive:
+        out.write(f"Chatting with a {model.config.dim}-wide Llama; {EXIT} or Ctrl-D ends.\n")
+    while True:
+        if interactive:
+            out.write("you> ")
+            out.flush()
+        line = lines.readline()
+        if not line or line.strip() == EXIT:
+            break
+        message = line.strip()
+        if not message:
+            continue
+        dialog, ids = fit_dialog(tokenizer, dialog + [{"role": "user", "content": message}],
+                                 room)
+        if len(ids) > room:
+            out.write(f"(that message is {len(ids)} tokens with the chat format; this model "
+                      f"reads at most {room} before its answer: shorten it)\n")
+            dialog = dialog[:-1]
+            continue
+        if interactive:
+            out.write("llama> ")
+        pieces = []
+        new_ids = stream(model, ids, max_new_tokens, temperature, None, top_p,
+                         tokenizer.eos_id, generator=generator)
+        for piece in text_pieces(tokenizer, ids, new_ids):
+            if not "".join(pieces):                  # the answer's leading space
+                piece = piece.lstrip()
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        dialog.append({"role": "assistant", "content": "".join(pieces).strip()})
+    if interactive:
+        out.write("\n")
+    return dialog

@@ -3,6 +3,10 @@
     python -m llama_edu train --preset tiny --data course --steps 2000 --out runs/tiny
     torchrun --nproc_per_node 2 -m llama_edu train --preset tiny --steps 200 --out runs/dp
     python -m llama_edu generate --checkpoint runs/tiny --prompt "Once upon a time"
+    python -m llama_edu sft --from assets/tiny --out runs/sft          (--lora: adapters only)
+    python -m llama_edu reward --from runs/sft --out runs/rm
+    python -m llama_edu dpo --from runs/sft --out runs/dpo
+    python -m llama_edu chat --checkpoint assets/tiny-chat --system "Answer in one word."
 
 The training options are TrainConfig's fields, with the help written beside each field.
 Mistakes (a missing or damaged file, a bad option, an --out that holds another run) end
@@ -82,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m llama_edu",
                      description="Train a small Llama 2 on the course corpus (or your own "
                                  "text) and generate text from it.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,generate,solution}",
+    commands = parser.add_subparsers(dest="command",
+                                     metavar="{train,generate,solution,sft,reward,dpo,chat}",
                                      parser_class=_Parser)
     commands.required = True
 
@@ -153,7 +158,73 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SentencePiece model file (default: the checkpoint's tokenizer.model, "
                         "else the course's)")
     g.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    _add_tune_commands(commands)
+    _add_chat_command(commands)
     return parser
+
+
+_TUNE_HELP = {
+    "sft": ("supervised fine-tuning on the course's instructions (loss on answers only)",
+            "Fine-tune a base model on llama_edu.instructions' generated chat examples in the "
+            "Llama 2 chat format, the loss on the answer tokens only; every weight, or with "
+            "--lora only low-rank adapters on --lora-targets (merged into the saved model). "
+            "Reports the exact-match rate on held-out prompts."),
+    "reward": ("train a reward model on preference pairs (ranking loss)",
+               "Train a reward model: the --from model's backbone with a scalar head on the "
+               "last token, with Llama 2's binary ranking loss on (chosen, rejected) answers. "
+               "Reports the held-out accuracy (chosen scored higher)."),
+    "dpo": ("direct preference optimisation from an SFT model",
+            "Train the --from model with DPO (Rafailov et al., 2023) on the preference pairs, "
+            "the --from model itself frozen as the reference. Reports the held-out accuracy "
+            "of the implicit reward beta * log(pi / ref) and the exact-match rate."),
+}
+_TUNE_DEFAULTS = {"sft": {}, "reward": {"steps": 60, "lr": 1e-3, "batch_size": 8, "warmup": 5},
+                  "dpo": {"steps": 60, "lr": 3e-4, "batch_size": 8, "warmup": 5}}
+
+
+def _add_tune_commands(commands) -> None:
+    from .finetune import TuneConfig
+
+    for name, (short, long) in _TUNE_HELP.items():
+        c = commands.add_parser(name, help=short, description=long)
+        c.add_argument("--from", dest="source", default=None,
+                       help="the model directory to start from (sft: a base model such as "
+                            "assets/tiny; reward, dpo: an SFT model)")
+        c.add_argument("--out", required=True, help="directory for the checkpoint (a model "
+                       "directory plus training_state.pt and trainer_state.json)")
+        add_config_options(c, TuneConfig)
+        for action in c._actions:              # this command's own defaults, in its help
+            if action.dest in _TUNE_DEFAULTS[name]:
+                action.help = action.help.rsplit(" (default:", 1)[0] + \
+                    f" (default: {_TUNE_DEFAULTS[name][action.dest]})"
+        c.add_argument("--device", default=None,
+                       help="cpu, cuda or mps (default: the best available)")
+        c.add_argument("--threads", type=_positive_int, default=None,
+                       help="CPU threads for torch (default: torch's choice)")
+        c.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out with its saved settings")
+        c.add_argument("--overwrite", action="store_true",
+                       help="delete the checkpoint in --out, if there is one, and start afresh")
+        c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_chat_command(commands) -> None:
+    c = commands.add_parser(
+        "chat", help="talk to a chat model in the terminal",
+        description="A multi-turn chat in the Llama 2 chat format (llama_edu.chat."
+                    "encode_dialog), the answer streamed token by token with the KV cache. "
+                    "Ctrl-D or /exit ends it. When stdin is not a terminal, each line is one "
+                    "user message, so that a chat can be scripted.")
+    c.add_argument("--checkpoint", default=str(COURSE_MODEL.parent / "tiny-chat"),
+                   help="a chat model directory (default: the shipped assets/tiny-chat)")
+    c.add_argument("--system", default=None, help="a system prompt for the whole chat")
+    c.add_argument("--max-new-tokens", type=_positive_int, default=64,
+                   help="most tokens per answer (64)")
+    c.add_argument("--temperature", type=_float, default=0.0,
+                   help="0 is greedy; higher samples more freely (0)")
+    c.add_argument("--top-p", type=_float, default=None, help="nucleus sampling's p (off)")
+    c.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
+    c.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,6 +380,120 @@ def _generate(args) -> None:
     sys.stdout.write("\n")
 
 
+# ---------------------------------------------------------------------------------------
+# sft, reward, dpo
+
+
+def _tune_config(args, saved: dict | None):
+    from .finetune import TuneConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TuneConfig)
+             if getattr(args, f.name) is not None}
+    if saved is None:
+        return TuneConfig(**{**_TUNE_DEFAULTS[args.command], **given})
+    kept = TuneConfig(**saved)
+    differ = [f"--{k.replace('_', '-')}" for k in given
+              if getattr(TuneConfig(**{**saved, **given}), k) != getattr(kept, k)]
+    if differ:
+        raise ValueError(f"{', '.join(differ)} differ from the run saved in {args.out}; "
+                         "--resume continues with the saved settings, so leave them out")
+    return kept
+
+
+def _tune(args) -> None:
+    import torch
+
+    from . import finetune
+    from .checkpoint import load_model
+    from .device import pick_device
+    from .files import read_json
+    from .tokenizer import load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pick one")
+    saved = None
+    if args.resume:
+        if not (out / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"nothing to resume: {str(out / 'trainer_state.json')!r} "
+                                    "does not exist")
+        saved = read_json(out / "trainer_state.json", "the state of a fine-tuning run")
+        if saved.get("kind") != args.command or "tune_config" not in saved:
+            raise ValueError(f"{out} does not hold a `{args.command}` run; was it written by "
+                             f"python -m llama_edu {args.command}?")
+        if args.source is not None and Path(args.source) != Path(saved["from"]):
+            raise ValueError(f"--from {args.source} differs from the run saved in {out} "
+                             f"({saved['from']}); leave it out")
+    elif not args.overwrite:
+        _refuse_existing_run(out)
+    if args.source is None and saved is None:
+        raise ValueError("--from is required: the model directory to start from")
+    source = Path(saved["from"] if saved else args.source)
+    if out.resolve() == source.resolve():
+        raise ValueError("--out must differ from --from (the run would overwrite its start)")
+    config = _tune_config(args, saved and saved["tune_config"])
+    device = pick_device(args.device)
+    tokenizer_path = source / "tokenizer.model"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{source} has no tokenizer.model; --from needs a course "
+                                "model directory")
+    tokenizer = load_tokenizer(tokenizer_path)
+    model = load_model(source, device, dtype="fp32")
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"{source}: the tokenizer has {tokenizer.vocab_size} pieces but the "
+                         f"model expects {model.config.vocab_size}")
+    extra = {"kind": args.command, "from": str(source),
+             "command": "python -m llama_edu " + shlex.join(args.argv)}
+    options = {"resume": args.resume, "overwrite": args.overwrite,
+               "progress": not args.quiet, "extra_state": extra,
+               "tokenizer_model": tokenizer_path}
+    began = time.perf_counter()
+    mode = f"LoRA r={config.lora_r} on {config.lora_targets}" if config.lora else "every weight"
+    print(f"{args.command} from {source} on {device}, training {mode}; "
+          f"{config.examples} examples, {config.steps} steps")
+    if args.command == "sft":
+        history = finetune.run_sft(model, tokenizer, config, out, **options)
+    elif args.command == "reward":
+        history = finetune.run_reward(model, tokenizer, config, out, **options)
+    else:
+        reference = load_model(source, device, dtype="fp32")
+        history = finetune.run_dpo(model, reference, tokenizer, config, out, **options)
+    measures = ", ".join(f"{k} {v:.1%}" for k, v in history["evals"][-1].items() if k != "step")
+    print(f"done: {len(history['step'])} steps; held-out {measures}; final loss "
+          f"{history['loss'][-1]:.3f}; {time.perf_counter() - began:.0f} s this session; "
+          f"peak memory {history['peak_memory_mb']:.0f} MB; checkpoint in {out}")
+
+
+# ---------------------------------------------------------------------------------------
+# chat
+
+
+def _chat(args) -> None:
+    from .chat import chat_session
+    from .checkpoint import load_model
+    from .device import pick_device
+    from .tokenizer import load_tokenizer
+
+    checkpoint = Path(args.checkpoint)
+    model = load_model(checkpoint, pick_device(args.device), dtype="fp32")
+    if not (checkpoint / "tokenizer.model").is_file():
+        raise FileNotFoundError(f"{checkpoint} has no tokenizer.model; pass a course chat "
+                                "model directory such as assets/tiny-chat")
+    tokenizer = load_tokenizer(checkpoint / "tokenizer.model")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p must lie in (0, 1], got {args.top_p}")
+    for stream in (sys.stdout, sys.stdin):
+        if hasattr(stream, "reconfigure"):          # Chinese text on any terminal locale
+            stream.reconfigure(encoding="utf-8")
+    chat_session(model, tokenizer, sys.stdin, sys.stdout, system=args.system,
+                 max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                 top_p=args.top_p, seed=args.seed, interactive=sys.stdin.isatty())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -322,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.reconfigure(encoding="utf-8")
             print(solution_text(args.lesson, args.exercise))
         else:
-            (_train if args.command == "train" else _generate)(args)
+            run = {"train": _train, "generate": _generate, "chat": _chat}.get(args.command, _tune)
+            run(args)
     except (ValueError, TypeError, OSError, FloatingPointError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"python -m llama_edu {args.command}: error: {message}", file=sys.stderr)
