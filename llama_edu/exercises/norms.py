@@ -201,7 +201,7 @@ def check_decoder_block(fn) -> None:
             return layer.self_attn(h, cos, sin, None, True)
 
         parts = (attn, layer.mlp, layer.input_layernorm, layer.post_attention_layernorm)
-        what = f"your block with placement={placement!r} on {label}"
+        what = f"your block with placement={placement!r}, run on {label}"
         with torch.no_grad():
             expected = layer(x, cos, sin, None, True)
             out = call(fn, x.clone(), *parts, placement, what=what)
