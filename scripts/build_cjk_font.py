@@ -98,6 +98,7 @@ def main() -> None:
     subsetter.populate(unicodes=[ord(ch) for ch in sorted(wanted)])
     subsetter.subset(font)
     rename(font)
+    font.recalcTimestamp = False          # the same input gives the same bytes
     OUT.parent.mkdir(parents=True, exist_ok=True)
     font.save(str(OUT))
     covered = set(chr(c) for c in font.getBestCmap())
