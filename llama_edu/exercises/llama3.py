@@ -21,7 +21,11 @@ __all__ = ["check_llama3_scaling", "check_llama3_split"]
 
 
 def _names(fn) -> set[str]:
-    """Every global and attribute name the learner's function (and its inner code) uses."""
+    """Every global and attribute name the learner's function (and its inner code) uses
+    (in a graded replay: the names the kernel recorded)."""
+    recorded = getattr(fn, "code_names", None)
+    if isinstance(recorded, tuple):
+        return set(recorded)
     try:
         code = getattr(fn, "__code__", None)
     except Exception:                    # a grader's stand-in may refuse attribute access

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import sys
+import types
 
 import torch
 from torch import nn
@@ -82,6 +83,22 @@ def identity(obj) -> str | None:
     return f"{module}.{qualname}"
 
 
+def code_names(fn, limit: int = 4000) -> list[str]:
+    """The global and attribute names a function's code (inner functions included) uses,
+    so that a check that refuses some by name (exercises.llama3) decides alike in replay."""
+    try:
+        code = getattr(fn, "__code__", None)
+    except Exception:
+        return []
+    found: set[str] = set()
+    todo = [code] if isinstance(code, types.CodeType) else []
+    while todo and len(found) < limit:
+        code = todo.pop()
+        found |= {str(n) for n in code.co_names}
+        todo += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return sorted(found)
+
+
 def _is_callback(value) -> bool:
     """A callable argument whose calls the grader must repeat (not a module or a class)."""
     return callable(value) and not isinstance(value, (nn.Module, type, torch.Tensor))
@@ -113,7 +130,8 @@ class Recorded:
 
     def describe(self) -> dict:
         return {"kind": "function", "name": str(self.__name__), "qualname":
-                str(self.__qualname__), "identity": identity(self._fn), "calls": self.calls}
+                str(self.__qualname__), "identity": identity(self._fn), "calls": self.calls,
+                "names": code_names(self._fn)}
 
     def __eq__(self, other):
         return self._fn is other or self._fn == other

@@ -128,6 +128,9 @@ class Replayer:
         self._calls = _entries(described.get("calls"))
         self._tensors = tensors
         self._identity = described.get("identity")
+        names = described.get("names")
+        self.code_names = tuple(n for n in names if isinstance(n, str)) \
+            if isinstance(names, list) else ()     # the names its code used, as recorded
         self.position = 0
         self.__name__ = str(described.get("name", "answer"))
         self.__qualname__ = str(described.get("qualname", self.__name__))
