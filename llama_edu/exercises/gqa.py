@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..attention import causal_mask, mean_pool_kv_heads, repeat_kv
 from ..numerics import tolerance
 from ._common import ForbiddenCall, _from_the_grader, call, expect_tensor, forbids, passed, rng
+from .attention import _expect_shape
 
 __all__ = ["check_repeat_kv", "check_gqa_attention", "check_group_kv_heads"]
 
@@ -21,14 +22,6 @@ def _same(actual, expected: torch.Tensor) -> bool:
         return False
     return torch.allclose(actual.detach().double(), expected.double(), atol=1e-5, rtol=1e-5,
                           equal_nan=True)
-
-
-def _expect_shape(actual, expected: torch.Tensor, what: str, hint: str = "") -> None:
-    if not isinstance(actual, torch.Tensor):
-        raise AssertionError(f"{what} should return a torch.Tensor, got {type(actual).__name__}")
-    if tuple(actual.shape) != tuple(expected.shape):
-        raise AssertionError(f"{what} returned shape {tuple(actual.shape)}, expected "
-                             f"{tuple(expected.shape)}" + (f". {hint}" if hint else ""))
 
 
 # ---------------------------------------------------------------------------------------

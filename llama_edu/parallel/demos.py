@@ -111,6 +111,15 @@ def max_differences(expected: dict, actual: dict) -> dict[str, float]:
                                  for k in expected["grads"])}
 
 
+def rank_batch(tokens: Tensor, rank: int, world_size: int, device) -> tuple[Tensor, Tensor]:
+    """This rank's equal slice of a (batch, seq + 1) token batch, as inputs and targets."""
+    if tokens.shape[0] % world_size:
+        raise ValueError(f"the batch ({tokens.shape[0]} rows) must split evenly over "
+                         f"{world_size} ranks")
+    rows = tokens.chunk(world_size)[rank].to(device)       # (batch / world, seq + 1)
+    return rows[:, :-1], rows[:, 1:]
+
+
 def data_parallel_run(rank: int, world_size: int, model: nn.Module, tokens: Tensor,
                       steps: int = 3, lr: float = 1e-2) -> dict:
     """Launch me: each rank trains on its equal slice of the batch of token rows.
@@ -125,11 +134,7 @@ def data_parallel_run(rank: int, world_size: int, model: nn.Module, tokens: Tens
     from ..train import lm_loss
 
     device = current_device()
-    if tokens.shape[0] % world_size:
-        raise ValueError(f"the batch ({tokens.shape[0]} rows) must split evenly over "
-                         f"{world_size} ranks")
-    rows = tokens.chunk(world_size)[rank].to(device)       # (batch / world, seq + 1)
-    x, y = rows[:, :-1], rows[:, 1:]
+    x, y = rank_batch(tokens, rank, world_size, device)
 
     by_hand = copy.deepcopy(model).to(device)
     lm_loss(by_hand(x), y).backward()

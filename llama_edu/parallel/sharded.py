@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import nn
 
+from .demos import rank_batch
 from .groups import current_device
 
 WEIGHT_BYTES, GRAD_BYTES, ADAM_K = 2, 2, 12
@@ -59,11 +60,7 @@ def fsdp_run(rank: int, world_size: int, model: nn.Module, tokens: torch.Tensor,
     from ..train import lm_loss
 
     device = current_device()
-    if tokens.shape[0] % world_size:
-        raise ValueError(f"the batch ({tokens.shape[0]} rows) must split evenly over "
-                         f"{world_size} ranks")
-    rows = tokens.chunk(world_size)[rank].to(device)       # (batch / world, seq + 1)
-    x, y = rows[:, :-1], rows[:, 1:]
+    x, y = rank_batch(tokens, rank, world_size, device)
 
     fsdp = copy.deepcopy(model).to(device)
     _shard_layers(fsdp, init_device_mesh(device.type, (world_size,)))
