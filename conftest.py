@@ -88,6 +88,9 @@ class ExecutedLessons:
     def record(self, path: Path, cell_num: int, outputs: list) -> None:
         self._outputs[path.resolve()][cell_num] = copy.deepcopy(outputs)
 
+    def paths(self) -> list[Path]:
+        return list(self._outputs)
+
     def notebook(self, path: Path):
         """The notebook at `path` with the outputs of this session's run, or None when
         nbval did not run every one of its code cells."""
@@ -105,6 +108,23 @@ class ExecutedLessons:
 
 
 _EXECUTED = pytest.StashKey[ExecutedLessons]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import os
+
+    cache = os.environ.get("LLAMA_EDU_SITE_CACHE")
+    if not cache or exitstatus != 0:      # a failed run's outputs are not the site's
+        return
+    from llama_edu import site
+
+    executed = session.config.stash[_EXECUTED]
+    runs = {path: executed.notebook(path) for path in site.site_lessons(executed.paths())}
+    runs = {path: notebook for path, notebook in runs.items() if notebook is not None}
+    if runs:
+        count = site.cache_executed(runs, Path(cache))
+        print(f"\nthe site's execution cache ({cache}) took this session's runs of "
+              f"{count} lessons")
 
 
 @pytest.fixture(scope="session")

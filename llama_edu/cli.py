@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Train a small Llama 2 on the course corpus (or your own "
                                  "text) and generate text from it.")
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{train,generate,solution,sft,reward,dpo,chat}",
+                                     metavar="{train,generate,solution,sft,reward,dpo,chat,site}",
                                      parser_class=_Parser)
     commands.required = True
 
@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weights-only", action="store_true",
                    help="save no optimizer state (a smaller checkpoint that cannot be resumed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from .site import add_commands as add_site_commands
+
+    add_site_commands(commands)
 
     s = commands.add_parser(
         "solution", help="print a lesson's exercise solutions (the learner's edition hides them)",
@@ -506,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(sys.stdout, "reconfigure"):
                 sys.stdout.reconfigure(encoding="utf-8")
             print(solution_text(args.lesson, args.exercise))
+        elif args.command == "site":
+            from .site import run as run_site
+
+            run_site(args)
         else:
             run = {"train": _train, "generate": _generate, "chat": _chat}.get(args.command, _tune)
             run(args)
