@@ -10,8 +10,8 @@ Markers (see README's Testing section):
   ATEN_CPU_CAPABILITY and thread count.
 - `browser`: JupyterLab in headless Chromium (tests/browser, run with --browser).
 
-nbval executes every lesson, the instructor sources in notebooks/ and the learner's edition
-in notebooks/learner/ (the untouched student version), and keeps each cell's outputs on its
+nbval executes every lesson, the instructor sources in notebooks/ and notebooks/zh/ and the
+learner's edition in notebooks/learner/ (the untouched student version), and keeps each cell's outputs on its
 item. They are recorded here, so that the grading tests score those same runs
 (`executed_lessons`) instead of executing each lesson again; the grading tests are moved
 after the notebooks.
@@ -31,6 +31,9 @@ PARITY_NOTEBOOKS = {"05_attention", "06_kv_cache", "07_gqa", "08_flash_attention
 PARITY_MODULES = {"test_attention.py", "test_model.py", "test_interop.py", "test_flash.py",
                   "test_parallel.py", "test_generate.py", "test_checkpoint.py"}
 AFTER_NOTEBOOKS = {"test_lessons_graded.py"}  # they reuse nbval's run of each lesson
+# The Chinese learner's edition is not executed: its code is the English learner's edition's
+# (tests/test_i18n.py holds them equal), which nbval runs; the Chinese lessons themselves run.
+collect_ignore_glob = ["notebooks/zh/learner/*.ipynb"]
 
 
 def _is_notebook_cell(item) -> bool:

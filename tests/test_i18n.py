@@ -154,6 +154,21 @@ def test_the_chinese_code_equals_the_english_code(lesson):
 
 
 @pytest.mark.parametrize("lesson", TRANSLATED)
+def test_the_chinese_learners_edition_runs_the_english_learners_code(lesson):
+    """notebooks/zh/learner/ is not executed under nbval (conftest.py: its code is the
+    English learner's edition's, which is): hold that code equal, cell by cell."""
+    english = nbformat.read(i18n.NOTEBOOKS / "learner" / f"{lesson}.ipynb", as_version=4)
+    chinese = nbformat.read(i18n.OUTPUT[i18n.LANGUAGE] / "learner" / f"{lesson}.ipynb",
+                            as_version=4)
+    assert [(c.id, c.cell_type) for c in chinese.cells] == \
+        [(c.id, c.cell_type) for c in english.cells]
+    for en, zh in zip(english.cells, chinese.cells, strict=True):
+        if en.cell_type == "code":
+            assert i18n.code_skeleton(zh.source) == i18n.code_skeleton(en.source), \
+                f"{lesson} cell {en.id}: the Chinese learner's cell differs from the English"
+
+
+@pytest.mark.parametrize("lesson", TRANSLATED)
 def test_glossary_terms_come_with_their_english_at_first_use(lesson):
     chinese = nbformat.read(i18n.OUTPUT[i18n.LANGUAGE] / f"{lesson}.ipynb", as_version=4)
     prose = "\n".join(c.source for c in chinese.cells if c.cell_type == "markdown")

@@ -23,13 +23,14 @@ __all__ = ["check_causal_mask", "check_attention_forward", "check_cache_update",
 
 
 def _same(actual, expected: torch.Tensor) -> bool:
-    """True when actual is a tensor of expected's shape with (nearly) its values."""
+    """True when actual is a tensor of expected's shape with exactly its values: masks and
+    cache writes are comparisons and copies, so no rounding can enter."""
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
         return False
     if expected.dtype == torch.bool or actual.dtype == torch.bool:
         return actual.dtype == expected.dtype and bool((actual == expected).all())
-    return torch.allclose(actual.detach().double(), expected.double(), atol=1e-5,
-                          rtol=1e-5, equal_nan=True)
+    return torch.allclose(actual.detach().double(), expected.double(), atol=0, rtol=0,
+                          equal_nan=True)
 
 
 def _expect_shape(actual, expected: torch.Tensor, what: str, hint: str = "") -> None:

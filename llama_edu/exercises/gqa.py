@@ -10,17 +10,27 @@ import torch.nn.functional as F
 
 from ..attention import causal_mask, mean_pool_kv_heads, repeat_kv
 from ..numerics import tolerance
-from ._common import ForbiddenCall, _from_the_grader, call, expect_tensor, forbids, passed, rng
+from ._common import (
+    ForbiddenCall,
+    _from_the_grader,
+    call,
+    close,
+    expect_tensor,
+    forbids,
+    passed,
+    rng,
+)
 from .attention import _expect_shape
 
 __all__ = ["check_repeat_kv", "check_gqa_attention", "check_group_kv_heads"]
 
 
 def _same(actual, expected: torch.Tensor) -> bool:
-    """True when actual is a tensor of expected's shape with (nearly) its values."""
+    """True when actual is a tensor of expected's shape with exactly its values: repeating
+    heads only copies, so no rounding can enter."""
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
         return False
-    return torch.allclose(actual.detach().double(), expected.double(), atol=1e-5, rtol=1e-5,
+    return torch.allclose(actual.detach().double(), expected.double(), atol=0, rtol=0,
                           equal_nan=True)
 
 
@@ -258,22 +268,22 @@ def check_group_kv_heads(fn) -> None:
         ref = mean_pool_kv_heads(weight, n_heads, n_kv_heads)
         _expect_shape(out, ref, what, hint="each KV head keeps its head_dim rows: "
                       "(n_kv_heads * head_dim, dim)")
-        if _same(out, ref):
+        n_rep = n_heads // n_kv_heads      # a mean of n_rep heads: one sum of n_rep terms
+        if close(out, ref, reduction=n_rep):
             continue
-        n_rep = n_heads // n_kv_heads
         heads = weight.reshape(n_heads, head_dim, dim)
-        if _same(out, ref * n_rep):
+        if close(out, ref * n_rep, reduction=n_rep):
             raise AssertionError(f"{what}: you added the heads of each group; average them "
                                  f"(divide by the group size n_heads // n_kv_heads = {n_rep})")
         strided = heads.reshape(n_rep, n_kv_heads, head_dim, dim).mean(0).reshape(ref.shape)
-        if _same(out, strided):
+        if close(out, strided, reduction=n_rep):
             raise AssertionError(f"{what}: you grouped heads g, g + n_kv_heads, g + 2 n_kv_heads"
                                  "...; a group is the neighbouring heads g*n_rep .. "
                                  "(g+1)*n_rep - 1, the query heads repeat_kv hands KV head g to")
         first = heads.reshape(n_kv_heads, n_rep, head_dim, dim)[:, 0].reshape(ref.shape)
-        if _same(out, first):
+        if close(out, first, reduction=n_rep):
             raise AssertionError(f"{what}: you kept the first head of each group. The GQA "
                                  "paper starts from the mean of the group's heads, which "
                                  "keeps more of what every head knew")
-        expect_tensor(out, ref, what)
+        expect_tensor(out, ref, what, reduction=n_rep)
     passed("group_kv_heads is right: each KV head is the mean of its group's heads")
