@@ -13,7 +13,7 @@ cache is emptied when the package or the assets change, since a lesson's outputs
 them and not only on its own code.
 
 Everything the pages load (MathJax, fonts, scripts, the search index) is inside the built
-site: it reads offline, from a local server or straight from disk.
+site: it reads offline, through a local server (`site serve`).
 """
 
 from __future__ import annotations
