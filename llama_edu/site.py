@@ -8,7 +8,7 @@ lesson page is the instructor's notebook with its outputs, plus a box that says 
 it and links the notebook and its learner's edition; solution cells are folded. Execution
 goes through a jupyter-cache (`build/site-cache`): a lesson whose code cells have not
 changed is not run again. pytest fills that cache with the runs nbval makes when
-`LLAMA_EDU_SITE_CACHE` names it (CI does), so the site costs no second execution. The
+`LLAMA_EDU_SITE_CACHE` names it, so the site costs no second execution. The
 cache is emptied when the package or the assets change, since a lesson's outputs depend on
 them and not only on its own code.
 
