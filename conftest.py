@@ -12,8 +12,8 @@ Markers (see README's Testing section):
 
 nbval executes every lesson, the instructor sources in notebooks/ and notebooks/zh/ and the
 learner's edition in notebooks/learner/ (the untouched student version), and keeps each
-cell's outputs on its item. They are recorded here, so that the grading tests score those same runs
-(`executed_lessons`) instead of executing each lesson again; the grading tests are moved
+cell's outputs on its item. They are recorded here, so that the grading tests score those
+same runs (`executed_lessons`) instead of executing each lesson again; the grading tests are moved
 after the notebooks.
 """
 

@@ -56,8 +56,7 @@ TEXT = {
         landing=("An interactive Jupyter course that rebuilds Llama 2 step by step in "
                  "PyTorch. Every lesson below is shown executed, with its figures and "
                  "printed results; run it yourself with the two commands:"),
-        map_title="Lessons", lesson="lesson", idea="the idea", checked="checked against",
-        other="中文版"),
+        map_title="Lessons", lesson="lesson", idea="the idea", checked="checked against"),
     "zh": dict(
         run_title="运行这一课",
         run=("在你自己的电脑上（Python 3.11），在仓库的根目录下：第一条命令打开学习者版本"
@@ -67,9 +66,9 @@ TEXT = {
         landing_title="llama-edu：一次一个概念，重建 Llama 2",
         landing=("一门交互式 Jupyter 课程，用 PyTorch 一步步重建 Llama 2。下面每一课都以执行后的"
                  "形式展示，带图表和打印结果；用这两条命令亲自运行："),
-        map_title="课程目录", lesson="课程", idea="内容", checked="对照的参考实现",
-        other="English"),
+        map_title="课程目录", lesson="课程", idea="内容", checked="对照的参考实现"),
 }
+
 
 def lessons(language: str) -> list[str]:
     """The lesson stems this language has, e.g. ["00_overview", ...]."""
@@ -214,24 +213,28 @@ def cache_executed(runs: dict[Path, object], path: Path | None = None) -> int:
     from jupyter_cache.base import CacheBundleIn
 
     cache = open_cache(path or CACHE)
-    homes = {spec["notebooks"].resolve(): code for code, spec in LANGUAGES.items()}
     cached = 0
     for source, notebook in runs.items():
         source = Path(source)
         # jupyter-cache matches code cells with their metadata: cache the page's version
-        shown = page(notebook, homes[source.resolve().parent], source.stem)
+        shown = page(notebook, _language_of(source), source.stem)
         cache.cache_notebook_bundle(CacheBundleIn(shown, str(source)),
                                     check_validity=False, overwrite=True)
         cached += 1
     return cached
 
 
+def _language_of(path: Path) -> str | None:
+    """The language whose lessons' folder holds `path`, or None (e.g. a learner's edition)."""
+    folder = Path(path).resolve().parent
+    return next((code for code, spec in LANGUAGES.items()
+                 if spec["notebooks"].resolve() == folder), None)
+
+
 def site_lessons(paths) -> list[Path]:
     """Of these notebook paths, the ones the site shows: the lessons in each language, not
     their learner's editions."""
-    homes = {spec["notebooks"].resolve() for spec in LANGUAGES.values()}
-    return [Path(p) for p in paths if Path(p).resolve().parent in homes
-            and re.match(r"\d\d_", Path(p).name)]
+    return [Path(p) for p in paths if _language_of(p) and re.match(r"\d\d_", Path(p).name)]
 
 
 # ---------------------------------------------------------------------------------------

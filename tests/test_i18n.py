@@ -141,16 +141,24 @@ def test_the_chinese_notebook_is_generated_from_the_english_one(lesson):
         "`python -m llama_edu.i18n`")
 
 
+def _assert_same_code(english, chinese, where: str, *, metadata: bool = True) -> None:
+    """The same cells (ids, types and, with `metadata`, metadata) and, cell by cell, the same
+    code once comments and text are set aside."""
+    def cells(notebook):
+        return [(c.id, c.cell_type) + ((c.metadata,) if metadata else ()) for c in notebook.cells]
+
+    assert cells(chinese) == cells(english)
+    for en, zh in zip(english.cells, chinese.cells, strict=True):
+        if en.cell_type == "code":
+            assert i18n.code_skeleton(zh.source) == i18n.code_skeleton(en.source), \
+                f"{where} cell {en.id}: the Chinese cell's code differs from the English"
+
+
 @pytest.mark.parametrize("lesson", TRANSLATED)
 def test_the_chinese_code_equals_the_english_code(lesson):
     english = nbformat.read(i18n.NOTEBOOKS / f"{lesson}.ipynb", as_version=4)
     chinese = nbformat.read(i18n.OUTPUT[i18n.LANGUAGE] / f"{lesson}.ipynb", as_version=4)
-    assert [(c.id, c.cell_type, c.metadata) for c in chinese.cells] == \
-        [(c.id, c.cell_type, c.metadata) for c in english.cells]
-    for en, zh in zip(english.cells, chinese.cells, strict=True):
-        if en.cell_type == "code":
-            assert i18n.code_skeleton(zh.source) == i18n.code_skeleton(en.source), \
-                f"{lesson} cell {en.id}: the Chinese cell's code differs from the English"
+    _assert_same_code(english, chinese, lesson)
 
 
 @pytest.mark.parametrize("lesson", TRANSLATED)
@@ -160,12 +168,7 @@ def test_the_chinese_learners_edition_runs_the_english_learners_code(lesson):
     english = nbformat.read(i18n.NOTEBOOKS / "learner" / f"{lesson}.ipynb", as_version=4)
     chinese = nbformat.read(i18n.OUTPUT[i18n.LANGUAGE] / "learner" / f"{lesson}.ipynb",
                             as_version=4)
-    assert [(c.id, c.cell_type) for c in chinese.cells] == \
-        [(c.id, c.cell_type) for c in english.cells]
-    for en, zh in zip(english.cells, chinese.cells, strict=True):
-        if en.cell_type == "code":
-            assert i18n.code_skeleton(zh.source) == i18n.code_skeleton(en.source), \
-                f"{lesson} cell {en.id}: the Chinese learner's cell differs from the English"
+    _assert_same_code(english, chinese, f"{lesson} (learner's edition)", metadata=False)
 
 
 @pytest.mark.parametrize("lesson", TRANSLATED)
