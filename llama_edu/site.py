@@ -307,7 +307,9 @@ def add_commands(commands) -> None:
     site = commands.add_parser("site", help="build the course website (executed lessons, "
                                             "English and Chinese) or serve it locally",
                                description=__doc__.split("\n\n")[0])
-    actions = site.add_subparsers(dest="action", required=True)
+    actions = site.add_subparsers(dest="action", required=True, metavar="{build,serve}",
+                                   help="build: execute and render the lessons; "
+                                        "serve: show the built site on localhost")
     b = actions.add_parser("build", help="build the site (default: build/site)")
     b.add_argument("--out", type=Path, default=OUT, help="where the site goes")
     b.add_argument("--language", nargs="+", default=None, choices=sorted(LANGUAGES),
@@ -317,7 +319,7 @@ def add_commands(commands) -> None:
     b.add_argument("--verbose", action="store_true", help="Sphinx's full log")
     s = actions.add_parser("serve", help="serve the built site on localhost")
     s.add_argument("--out", type=Path, default=OUT, help="the built site")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=int, default=8000, help="the local port (default: 8000)")
 
 
 def run(args) -> None:

@@ -1,5 +1,6 @@
 """`python -m llama_edu train` and `generate`: help, a small run, resume, one-line errors."""
 
+import argparse
 import json
 import os
 import shutil
@@ -58,12 +59,18 @@ def test_training_options_are_the_train_config_fields():
 def test_help_explains_every_option(capsys):
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command")
-    for name, sub in commands.choices.items():
+    def walk(prefix, sub):  # every option of every command, nested ones too (`site build`)
         for action in sub._actions:
-            assert action.help, f"{name} {action.option_strings} has no help"
+            assert action.help, f"{' '.join(prefix)} {action.option_strings} has no help"
+            if isinstance(action, argparse._SubParsersAction):
+                for name, nested in action.choices.items():
+                    walk(prefix + [name], nested)
         with pytest.raises(SystemExit) as exit_info:
-            main([name, "--help"])
+            main(prefix + ["--help"])
         assert exit_info.value.code == 0
+
+    for name, sub in commands.choices.items():
+        walk([name], sub)
     out = capsys.readouterr().out
     assert "torchrun" in out and "--top-p" in out and "--resume" in out
 
