@@ -89,8 +89,8 @@ def _prose_strings(source: str) -> list[ast.Constant | ast.JoinedStr]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Dict):
             skip |= {id(k) for k in node.keys if k is not None}
-        elif isinstance(node, ast.Subscript):
-            skip.add(id(node.slice))
+        elif isinstance(node, ast.Subscript):        # d["key"] and d["a", "b"] alike
+            skip |= {id(v) for v in ast.walk(node.slice)}
         elif isinstance(node, ast.JoinedStr):
             skip |= {id(v) for v in ast.walk(node) if v is not node}
     found = []

@@ -175,6 +175,10 @@ class Story:
     described: str     # "a shy fox"
     place: str         # "a village by a slow river"
     thing: str         # "a brass key"
+    friend: str = ""           # the second character's name: "Kenji"
+    friend_kind: str = ""      # "turtle" (the text names it in some plots only)
+    friend_kind_cn: str = ""   # "乌龟"
+    friend_described: str = ""  # "a calm turtle"
 
 
 def make_story(rng: random.Random) -> str:
@@ -200,7 +204,7 @@ def tell_story(rng: random.Random) -> Story:
                                  f"{hero.name} never forgot that day.",
                                  "They still talk about it today."]))
     return Story(" ".join(lines), hero.name, hero.kind, hero.kind_cn, hero.described, place,
-                 thing)
+                 thing, friend.name, friend.kind, friend.kind_cn, friend.described)
 
 
 def story_text(n_stories: int = 3000, seed: int = 0) -> str:

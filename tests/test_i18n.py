@@ -28,6 +28,7 @@ CODE = '''x = torch.ones(3)  # three ones for the demo
 print(f"the sum is {x.sum():.1f} over {len(x)} items")
 ax.set_title("Loss by step")
 table = {"q_proj": 1}
+rate = rates["system message only", "after GAtt"]
 spec = "bmhd,bnhd->bhmn"
 ### BEGIN SOLUTION
 y = x * 2
