@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMON = ["--threads", "1", "--quiet", "--overwrite"]
+COMMON = ["--threads", "2", "--quiet", "--overwrite"]
 COMMANDS = {
-    "sft": ["sft", "--from", "assets/tiny", "--out", "runs/sft", "--steps", "300"],
-    "sft-lora": ["sft", "--from", "assets/tiny", "--out", "runs/sft-lora", "--steps", "300",
-                 "--lora", "--lr", "1e-2"],
-    "dpo": ["dpo", "--from", "runs/sft", "--out", "runs/dpo", "--steps", "30"],
+    "sft": ["sft", "--from", "assets/tiny", "--out", "runs/sft", "--steps", "3000",
+            "--examples", "20000"],
+    "sft-lora": ["sft", "--from", "assets/tiny", "--out", "runs/sft-lora", "--steps", "3000",
+                 "--examples", "20000", "--lora", "--lr", "1e-2"],
+    "dpo": ["dpo", "--from", "runs/sft", "--out", "runs/dpo", "--steps", "800", "--lr", "1e-4",
+            "--beta", "0.5", "--examples", "20000"],
     "reward": ["reward", "--from", "runs/sft", "--out", "runs/reward"],
 }
 
