@@ -118,7 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", nargs="*", default=None, choices=list(COMMANDS),
                         help="run these commands first (all four if none is named)")
-    parser.add_argument("--ship", action="store_true", help="copy runs/dpo to assets/tiny-chat")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy runs/sft and runs/dpo to assets/tiny-sft and assets/tiny-chat")
     args = parser.parse_args()
     if args.train is not None:
         train(args.train or list(COMMANDS))

@@ -9,7 +9,7 @@ from llama_edu import gatt
 from llama_edu.align import IGNORE
 from llama_edu.checkpoint import COURSE_MODEL
 from llama_edu.finetune import TuneConfig
-from llama_edu.instructions import IN_CHINESE
+from llama_edu.instructions import IN_CHINESE, make_examples
 from llama_edu.lora import LoRALinear
 from llama_edu.model import Llama, LlamaConfig
 from llama_edu.tokenizer import load_tokenizer
@@ -27,6 +27,9 @@ def test_stories_name_the_friend_and_the_splits_share_none():
         assert f" {story.friend_kind}" in story.text and story.friend in story.text
         assert story.friend_kind_cn and story.friend_described.endswith(story.friend_kind)
     assert not {s.text for s in train} & {s.text for s in heldout}
+    # ... nor with the instruction data that tiny-sft and tiny-chat were trained on
+    instruction_stories = {e.user.rsplit("\n\n", 1)[0] for e in make_examples(2000, "train")}
+    assert not {s.text for s in train + heldout} & instruction_stories
     assert [s.text for s in gatt.stories(30, "train")] == [s.text for s in train]
     with pytest.raises(ValueError, match="split must be"):
         gatt.stories(3, "test")
