@@ -87,12 +87,17 @@ class TuneConfig:
 # Data: examples as token ids
 
 
-def encode_example(tokenizer, example: Example, answer: str) -> tuple[list[int], list[int]]:
-    """(ids, labels) of one exchange in the Llama 2 chat format: the prompt as
-    `encode_dialog` writes it, then `{answer} </s>` as Meta's chat_completion closes a
-    finished exchange; labels IGNORE under the prompt."""
-    prompt = encode_dialog(tokenizer, example.dialog())
+def encode_answer(tokenizer, dialog: list[dict], answer: str) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a dialog (ending with a user message) and its answer in the Llama 2
+    chat format: the prompt as `encode_dialog` writes it, then `{answer} </s>` as Meta's
+    chat_completion closes a finished exchange; labels IGNORE under the prompt."""
+    prompt = encode_dialog(tokenizer, dialog)
     return answer_labels(prompt, tokenizer.encode(answer.strip() + " ", eos=True))
+
+
+def encode_example(tokenizer, example: Example, answer: str) -> tuple[list[int], list[int]]:
+    """(ids, labels) of one example's exchange with `answer` (`encode_answer`)."""
+    return encode_answer(tokenizer, example.dialog(), answer)
 
 
 def sft_batch(tokenizer, examples: list[Example], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -117,19 +122,24 @@ def _draw(examples: list, batch_size: int, generator: torch.Generator) -> list:
 
 
 @torch.no_grad()
-def answers(model, tokenizer, examples: list[Example], batch_size: int = 32,
-            max_new_tokens: int = 40) -> list[str]:
-    """The model's greedy answer to each example's prompt (the chat format, EOS dropped)."""
+def answer_dialogs(model, tokenizer, dialogs: list[list[dict]], batch_size: int = 32,
+                   max_new_tokens: int = 40) -> list[str]:
+    """The model's greedy answer to each dialog's last user message (the chat format, EOS
+    dropped)."""
     model.eval()
     out = []
-    for start in range(0, len(examples), batch_size):
-        prompts = [encode_dialog(tokenizer, e.dialog())
-                   for e in examples[start:start + batch_size]]
+    for start in range(0, len(dialogs), batch_size):
+        prompts = [encode_dialog(tokenizer, d) for d in dialogs[start:start + batch_size]]
         room = model.config.max_seq_len - max(len(p) for p in prompts)
         rows = generate(model, prompts, min(max_new_tokens, room), eos_id=tokenizer.eos_id)
         out += [tokenizer.decode([t for t in row if t != tokenizer.eos_id]).strip()
                 for row in rows]
     return out
+
+
+def answers(model, tokenizer, examples: list[Example], **kwargs) -> list[str]:
+    """The model's greedy answer to each example's prompt (`answer_dialogs`)."""
+    return answer_dialogs(model, tokenizer, [e.dialog() for e in examples], **kwargs)
 
 
 def exact_match(model, tokenizer, examples: list[Example], **kwargs) -> float:

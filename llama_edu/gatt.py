@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import random
 
-import torch
 from torch import nn
 
-from .align import answer_labels, masked_lm_loss, pad_examples
-from .chat import encode_dialog
+from .align import masked_lm_loss, pad_examples
 from .data import cjk_share
-from .generate import generate
+from .finetune import _draw, _policy, answer_dialogs, encode_answer, tune
 from .instructions import IN_CHINESE
 from .stories import Story, tell_story
 
@@ -88,13 +86,9 @@ def dialog(story: Story, answers: list[str], system: str | None = None,
     return turns
 
 
-@torch.no_grad()
 def answer(model, tokenizer, dialogs: list[list[dict]]) -> list[str]:
     """The model's greedy answer to each dialog's last user message (EOS dropped)."""
-    model.eval()
-    rows = generate(model, [encode_dialog(tokenizer, d) for d in dialogs], MAX_ANSWER,
-                    eos_id=tokenizer.eos_id)
-    return [tokenizer.decode([t for t in row if t != tokenizer.eos_id]).strip() for row in rows]
+    return answer_dialogs(model, tokenizer, dialogs, max_new_tokens=MAX_ANSWER)
 
 
 def follows(answer_text: str) -> bool:
@@ -108,28 +102,23 @@ def training_data(model, tokenizer, train: list[Story], instruction: str = IN_CH
 
     Even stories: each answer sampled from `model` with the instruction attached (each
     question asked alone, after the story, under the system message: the form the model
-    was trained on);
-    dialogs whose sampled answers do not follow it are dropped; the kept dialog carries the
-    instruction in its first turn only. Odd stories: no system message, the English
-    answers. Returns the samples and counts {"with": kept, "dropped": n, "without": n}."""
+    was trained on); dialogs whose sampled answers do not follow it are dropped; the kept
+    dialog carries the instruction in its first turn only. Odd stories: no system message,
+    the English answers. Returns the samples and counts {"with": kept, "dropped": n,
+    "without": n}."""
     gatt, plain = train[0::2], train[1::2]
     sampled = [answer(model, tokenizer, [[{"role": "system", "content": instruction},
                                           {"role": "user", "content": alone(s, turn)}]
                                          for s in gatt])
                for turn in (0, 1)]
-    samples, dropped = [], 0
-    for story, first, second in zip(gatt, *sampled, strict=True):
-        if not (follows(first) and follows(second)):
-            dropped += 1
-            continue
-        prompt = encode_dialog(tokenizer, dialog(story, [first], system=instruction))
-        samples.append(answer_labels(prompt, tokenizer.encode(second + " ", eos=True)))
-    kept = len(samples)
+    kept = [(story, first, second) for story, first, second in zip(gatt, *sampled, strict=True)
+            if follows(first) and follows(second)]
+    samples = [encode_answer(tokenizer, dialog(story, [first], instruction), second)
+               for story, first, second in kept]
     for story in plain:
         first, second = english_answers(story)
-        prompt = encode_dialog(tokenizer, dialog(story, [first]))
-        samples.append(answer_labels(prompt, tokenizer.encode(second + " ", eos=True)))
-    return samples, {"with": kept, "dropped": dropped, "without": len(plain)}
+        samples.append(encode_answer(tokenizer, dialog(story, [first]), second))
+    return samples, {"with": len(kept), "dropped": len(gatt) - len(kept), "without": len(plain)}
 
 
 def adherence(model, tokenizer, heldout: list[Story], instruction: str | None = IN_CHINESE,
@@ -142,23 +131,16 @@ def adherence(model, tokenizer, heldout: list[Story], instruction: str | None = 
     return [sum(map(follows, texts)) / len(heldout) for texts in (firsts, seconds)]
 
 
-def sample_loss(policy: nn.Module, samples: list, picks: list[int]) -> torch.Tensor:
-    """The masked next-token loss of the picked samples (a batch for `finetune.tune`)."""
-    device = policy.embed_tokens.weight.device
-    ids, labels = pad_examples([samples[i] for i in picks])
-    return masked_lm_loss(policy(ids.to(device)), labels.to(device))
-
-
 def fine_tune(model: nn.Module, samples: list, config) -> tuple[nn.Module, dict]:
     """Fine-tune `model` in place on GAtt's samples with `finetune.tune` (LoRA adapters
-    added first if config.lora): (the tuned policy, its history)."""
-    from .finetune import _policy, tune
-
+    added first if config.lora), the masked next-token loss on batches drawn as `run_sft`
+    draws them: (the tuned policy, its history)."""
     policy = _policy(model, config)
+    device = policy.embed_tokens.weight.device
 
     def loss_fn(generator):
-        picks = torch.randint(len(samples), (config.batch_size,), generator=generator)
-        return sample_loss(policy, samples, picks.tolist())
+        ids, labels = pad_examples(_draw(samples, config.batch_size, generator))
+        return masked_lm_loss(policy(ids.to(device)), labels.to(device))
 
     history = tune(policy, loss_fn, dict, lambda out, step: None, config, progress=False)
     return policy, history
